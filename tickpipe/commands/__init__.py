@@ -1,0 +1,1 @@
+"""Subcommands of the tickpipe CLI, one module each."""
