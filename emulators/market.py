@@ -70,11 +70,16 @@ class MarketSim:
         self.book_depth = book_depth
         self.instruments: dict[str, Instrument] = {}
         for sym in symbols:
-            base = Decimal(start_price) if start_price else Decimal(self.rng.randint(2000, 50000)) / 100
-            inst = Instrument(sym, _round(base, Decimal(tick)), Decimal(tick), Decimal(lot),
-                              next_trade_id=self.rng.randint(1000, 900000))
-            self.instruments[sym] = inst
-            self._rebuild_book(inst)
+            self.add_instrument(sym, tick, lot, start_price)
+
+    def add_instrument(self, sym: str, tick: str = "0.01", lot: str = "1", start_price: str | None = None) -> Instrument:
+        """Add one instrument (e.g. one a client subscribes to later), with its own tick size."""
+        base = Decimal(start_price) if start_price else Decimal(self.rng.randint(2000, 50000)) / 100
+        inst = Instrument(sym, _round(base, Decimal(tick)), Decimal(tick), Decimal(lot),
+                          next_trade_id=self.rng.randint(1000, 900000))
+        self.instruments[sym] = inst
+        self._rebuild_book(inst)
+        return inst
 
     def symbol(self) -> str:
         return self.rng.choice(list(self.instruments))
