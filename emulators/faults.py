@@ -109,7 +109,7 @@ class Outbox:
     def push(self, payload: Any, ids: dict, faultable: bool = True) -> list[Any]:
         plan, rng, out = self.plan, self.rng, []
         if not faultable or not plan.any_message_faults:
-            return self._release(out) + self._send(out, payload, ids)
+            return self._send(self._release(out), payload, ids)
         if plan.malformed and rng.random() < plan.malformed:
             bad = self.garbage(rng)
             self.journal.write("fault", self.conn, fault="malformed", frame=bad if isinstance(bad, str) else repr(bad))
