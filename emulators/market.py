@@ -65,9 +65,11 @@ class MarketSim:
     """One seeded random walk per instrument. ``tick``/``lot`` default to a cent and one share."""
 
     def __init__(self, symbols: list[str] | tuple[str, ...], seed: int = 1, tick: str = "0.01",
-                 lot: str = "1", start_price: str | None = None, book_depth: int = 10) -> None:
+                 lot: str = "1", start_price: str | None = None, book_depth: int = 10,
+                 bar_ns: int = BAR_NS) -> None:
         self.rng = random.Random(seed)
         self.book_depth = book_depth
+        self.bar_ns = bar_ns  # bar length (a minute; shorter in tests)
         self.instruments: dict[str, Instrument] = {}
         for sym in symbols:
             self.add_instrument(sym, tick, lot, start_price)
@@ -129,13 +131,13 @@ class MarketSim:
         """The bar for the minute before ``now_ns``, once that minute is over (else None)."""
         inst = self.instruments[symbol]
         bar = inst.bar
-        if bar is not None and now_ns >= bar.start_ns + BAR_NS:
+        if bar is not None and now_ns >= bar.start_ns + self.bar_ns:
             inst.bar = None
             return bar
         return None
 
     def _add_to_bar(self, inst: Instrument, t: Trade) -> None:
-        start = t.ts_ns - t.ts_ns % BAR_NS
+        start = t.ts_ns - t.ts_ns % self.bar_ns
         bar = inst.bar
         if bar is None or bar.start_ns != start:
             inst.bar = Bar(inst.symbol, start, t.price, t.price, t.price, t.price, t.size, 1, t.price)
