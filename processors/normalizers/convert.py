@@ -1,0 +1,137 @@
+"""Value conversions every provider normalizer needs: decimal text, times, symbols.
+
+All of them raise :class:`NormalizeError` (a dead letter, never a crash) on bad input.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import re
+from decimal import Decimal
+from typing import Any
+
+from tickpipe.processors.normalizers.errors import NormalizeError
+
+_NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
+_DECIMAL = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
+_PAIR = re.compile(r"[A-Z0-9]+/[A-Z0-9]+")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+
+
+def dec(value: Any, field: str = "value") -> str:
+    """The provider's exact decimal text for a price/size.
+
+    * ``str`` (Coinbase, Market Prophit, and JSON numbers read with ``Frame.json()``, which
+      keeps a float's literal text): returned as is after a syntax check;
+    * ``int``: its digits; ``float`` (only from binary formats such as msgpack, where no text
+      exists): the shortest text that reads back as the same double (``repr``);
+    * ``Decimal``: its text. ``bool``, ``None`` and anything else is a :class:`NormalizeError`.
+    """
+    kind = type(value)
+    if kind is str:
+        if _DECIMAL.fullmatch(value):
+            return value
+        raise NormalizeError(f"{field}: {value[:40]!r} is not a decimal number")
+    if kind is int:
+        return str(value)
+    if kind is float:
+        if value != value or value in (float("inf"), float("-inf")):
+            raise NormalizeError(f"{field}: {value!r} is not a finite number")
+        return repr(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value)
+    if isinstance(value, str):  # a str subclass (e.g. from a parse_float hook)
+        return dec(str(value), field)
+    raise NormalizeError(f"{field}: expected a number, got {kind.__name__}")
+
+
+def dec_or_none(value: Any, field: str = "value") -> str | None:
+    """:func:`dec`, but ``None`` (and an empty string) stay ``None``."""
+    if value is None or value == "":
+        return None
+    return dec(value, field)
+
+
+def _check_ns(ns: int, field: str) -> int:
+    if not _NS_MIN <= ns <= _NS_MAX:
+        raise NormalizeError(f"{field}: time out of the representable range")
+    return ns
+
+
+def rfc3339_ns(text: Any, field: str = "time") -> int:
+    """Epoch nanoseconds of an RFC 3339 / ISO 8601 time with 0-9 fractional digits.
+
+    ``"2021-02-22T15:51:45.335689322Z"`` -> 1614009105335689322. A time without a zone
+    is read as UTC. Keeps all nine digits (``datetime`` alone would stop at micros).
+    """
+    if type(text) is not str or len(text) < 19:
+        raise NormalizeError(f"{field}: {str(text)[:40]!r} is not an RFC 3339 time")
+    try:
+        base, frac, zone = text[:19], 0, text[19:]
+        if zone.startswith("."):
+            end = 1
+            while end < len(zone) and zone[end].isdigit():
+                end += 1
+            digits = zone[1:end]
+            if not digits or len(digits) > 9:
+                raise ValueError
+            frac, zone = int(digits.ljust(9, "0")), zone[end:]
+        moment = _dt.datetime.fromisoformat(base + (zone if zone not in ("", "Z", "z") else "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=_dt.timezone.utc)
+        delta = moment - _EPOCH
+        ns = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + frac
+    except ValueError:
+        raise NormalizeError(f"{field}: {text[:40]!r} is not an RFC 3339 time") from None
+    return _check_ns(ns, field)
+
+
+def ms_ns(value: Any, field: str = "time") -> int:
+    """Epoch nanoseconds from epoch milliseconds (a number or its text)."""
+    return _scaled(value, 1_000_000, field)
+
+
+def s_ns(value: Any, field: str = "time") -> int:
+    """Epoch nanoseconds from epoch seconds (a number or decimal text such as ``"1688998200"``
+    or ``"1772460371.299000"``), exact to the nanosecond."""
+    return _scaled(value, 1_000_000_000, field)
+
+
+def _scaled(value: Any, factor: int, field: str) -> int:
+    kind = type(value)
+    try:
+        if kind is int:
+            ns = value * factor
+        elif kind is float:
+            ns = int(Decimal(repr(value)) * factor)
+        elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+            ns = int(Decimal(value) * factor)
+        else:
+            raise ValueError
+    except (ValueError, ArithmeticError):
+        raise NormalizeError(f"{field}: {str(value)[:40]!r} is not an epoch time") from None
+    return _check_ns(ns, field)
+
+
+def text(value: Any) -> str | None:
+    """Any scalar as text for a ``fields``/``values`` map (``None`` stays ``None``);
+    booleans become ``true``/``false``, numbers keep their text as :func:`dec` does."""
+    if value is None:
+        return None
+    if value is True or value is False:
+        return "true" if value else "false"
+    if type(value) is float:
+        return repr(value)
+    return str(value)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def normalize_symbol(provider_symbol: str) -> str:
+    """The normalized instrument: trimmed, upper case; a ``BASE/QUOTE`` pair becomes
+    ``BASE-QUOTE`` (``BTC/USD`` and ``BTC-USD`` agree); everything else is kept
+    (``/ESU24``, ``NZC.NZ``, ``GOOG  240517C00070000`` keeps its inner spaces)."""
+    symbol = provider_symbol.strip().upper()
+    if _PAIR.fullmatch(symbol):
+        return symbol.replace("/", "-")
+    return symbol
