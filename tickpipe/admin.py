@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
-from tickpipe.kafka import KafkaSettings, client_kwargs
+from tickpipe.kafka import KafkaSettings, client_kwargs, start_client
 
 
 @contextlib.asynccontextmanager
@@ -12,7 +12,7 @@ async def admin_client(kafka: KafkaSettings):
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=15000)
-    await admin.start()
+    await start_client(admin, kafka)
     try:
         yield admin
     finally:

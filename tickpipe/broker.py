@@ -89,9 +89,11 @@ class EmbeddedBroker:
     """Start Tansu on ``host:port`` (``port=None``: a free one) and wait until it answers."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None,
-                 log_file: str | os.PathLike | None = None, ready_timeout: float = 20.0) -> None:
+                 log_file: str | os.PathLike | None = None, ready_timeout: float = 20.0,
+                 advertised: str | None = None) -> None:
         self.host = host
         self.port = port
+        self.advertised = advertised  # "host:port" clients are sent to (e.g. a TLS terminator in front)
         self.ready_timeout = ready_timeout
         self._own_log = log_file is None
         self.log_file = Path(log_file) if log_file else Path(tempfile.mkstemp(prefix="tansu-", suffix=".log")[1])
@@ -123,7 +125,8 @@ class EmbeddedBroker:
 
     def _spawn(self) -> None:
         url = f"tcp://{self.host}:{self.port}"
-        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+        advertised = f"tcp://{self.advertised}" if self.advertised else url
+        cmd = [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", advertised,
                "--storage-engine", "memory://tansu/"]
         self._log_handle = open(self.log_file, "ab")
         self.process = subprocess.Popen(cmd, stdout=self._log_handle, stderr=subprocess.STDOUT,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from tickpipe import __version__
 from tickpipe.config import ConfigError, load_section, read_config_file
+from tickpipe.kafka import KafkaSetupError
 
 # Each module defines ``add_parser(subparsers)``; the parser's ``func(args, ctx)`` runs the command.
 COMMANDS = ("broker", "topics", "emulate", "demo")
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"tickpipe: configuration error: {exc}", file=sys.stderr)
         return 2
+    except KafkaSetupError as exc:
+        print(f"tickpipe: kafka: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -29,6 +29,7 @@ class KafkaSettings:
     sasl_mechanism: str | None = setting(None, choices=SASL_MECHANISMS, help="SASL mechanism")
     sasl_username: str | None = setting(None, help="SASL user name")
     sasl_password: Secret | None = setting(None, help="SASL password (or TICKPIPE_KAFKA_SASL_PASSWORD_FILE)")
+    sasl_oauth_token: Secret | None = setting(None, help="OAUTHBEARER token (or TICKPIPE_KAFKA_SASL_OAUTH_TOKEN_FILE), read at start-up")
 
     def __post_init__(self) -> None:
         uses_ssl = self.security_protocol in ("SSL", "SASL_SSL")
@@ -41,6 +42,8 @@ class KafkaSettings:
             raise ConfigError("TICKPIPE_KAFKA_SSL_CERTFILE and TICKPIPE_KAFKA_SSL_KEYFILE must be set together")
         if uses_sasl and not self.sasl_mechanism:
             raise ConfigError(f"TICKPIPE_KAFKA_SASL_MECHANISM: required with security protocol {self.security_protocol}")
+        if uses_sasl and self.sasl_mechanism == "OAUTHBEARER" and not self.sasl_oauth_token:
+            raise ConfigError("TICKPIPE_KAFKA_SASL_OAUTH_TOKEN: required with SASL mechanism OAUTHBEARER")
         if uses_sasl and self.sasl_mechanism != "OAUTHBEARER" and not (self.sasl_username and self.sasl_password):
             raise ConfigError(f"TICKPIPE_KAFKA_SASL_USERNAME/TICKPIPE_KAFKA_SASL_PASSWORD: required with SASL mechanism {self.sasl_mechanism}")
         if not uses_ssl and (self.ssl_certfile or self.ssl_cafile) and self.security_protocol == "PLAINTEXT":
@@ -69,7 +72,106 @@ def client_kwargs(settings: KafkaSettings) -> dict:
         kwargs["ssl_context"] = ctx
     if settings.security_protocol.startswith("SASL_"):
         kwargs["sasl_mechanism"] = settings.sasl_mechanism
-        if settings.sasl_mechanism != "OAUTHBEARER":
+        if settings.sasl_mechanism == "OAUTHBEARER":
+            kwargs["sasl_oauth_token_provider"] = _token_provider(settings)
+        else:
             kwargs["sasl_plain_username"] = settings.sasl_username
             kwargs["sasl_plain_password"] = settings.sasl_password.reveal() if settings.sasl_password else None
     return kwargs
+
+
+class KafkaSetupError(RuntimeError):
+    """The broker cannot be used with these settings; the message says why and which setting to check."""
+
+
+def _servers(settings: KafkaSettings) -> list[tuple[str, int]]:
+    pairs = []
+    for item in settings.bootstrap_servers.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS: expected host:port[,host:port...], got {item.strip()!r}")
+        pairs.append((host.strip("[]"), int(port)))
+    return pairs
+
+
+async def preflight(settings: KafkaSettings, timeout: float = 10.0) -> None:
+    """Reach one bootstrap server (with a TLS handshake for the SSL protocols) or explain why not.
+
+    aiokafka reports a certificate problem as a generic "unable to bootstrap" after its retries;
+    this check names the real cause: an untrusted certificate (TICKPIPE_KAFKA_SSL_CAFILE), a
+    hostname mismatch (TICKPIPE_KAFKA_SSL_CHECK_HOSTNAME) or a refused connection.
+    """
+    import asyncio
+    import ssl
+
+    ctx = ssl_context(settings)
+    problems = []
+    for host, port in _servers(settings):
+        try:
+            _reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None), timeout)
+            writer.close()
+            return
+        except ssl.SSLCertVerificationError as exc:
+            hint = ("TICKPIPE_KAFKA_SSL_CHECK_HOSTNAME / the broker's certificate names"
+                    if "hostname" in (exc.verify_message or "").lower() or "IP address mismatch" in str(exc)
+                    else "TICKPIPE_KAFKA_SSL_CAFILE")
+            problems.append(f"TLS verification of broker {host}:{port} failed: {exc.verify_message or exc} (check {hint})")
+        except ssl.SSLError as exc:
+            problems.append(f"TLS handshake with broker {host}:{port} failed: {exc.reason or exc} "
+                            f"(is TICKPIPE_KAFKA_SECURITY_PROTOCOL={settings.security_protocol} right for this listener?)")
+        except (OSError, asyncio.TimeoutError) as exc:
+            problems.append(f"cannot reach broker {host}:{port}: {exc or 'timed out'}")
+    raise KafkaSetupError("; ".join(problems))
+
+
+async def start_client(client, settings: KafkaSettings) -> None:
+    """``await client.start()`` for any aiokafka client, with TLS and SASL failures reported clearly."""
+    from aiokafka.errors import (AuthenticationFailedError, KafkaConnectionError, SaslAuthenticationFailed,
+                                 UnsupportedSaslMechanismError)
+
+    await preflight(settings)
+    try:
+        await client.start()
+    except (SaslAuthenticationFailed, AuthenticationFailedError) as exc:
+        raise KafkaSetupError(f"the broker rejected SASL {settings.sasl_mechanism} authentication as "
+                              f"{settings.sasl_username!r}: {exc} (check TICKPIPE_KAFKA_SASL_USERNAME/_PASSWORD)") from None
+    except UnsupportedSaslMechanismError as exc:
+        raise KafkaSetupError(f"the broker does not offer SASL mechanism {settings.sasl_mechanism}: {exc} "
+                              f"(check TICKPIPE_KAFKA_SASL_MECHANISM)") from None
+    except KafkaConnectionError as exc:
+        raise KafkaSetupError(f"cannot connect to Kafka at {settings.bootstrap_servers}: {exc}") from None
+
+
+def faust_broker_options(settings: KafkaSettings) -> dict:
+    """The same settings as Faust app options: ``broker``, ``broker_client_id``, ``broker_credentials``."""
+    import faust
+
+    options: dict = {"broker": ";".join(f"kafka://{h}:{p}" for h, p in _servers(settings)),
+                     "broker_client_id": settings.client_id}
+    ctx = ssl_context(settings)
+    if settings.sasl_mechanism == "OAUTHBEARER" and settings.security_protocol.startswith("SASL_"):
+        options["broker_credentials"] = faust.OAuthCredentials(oauth_cb=_token_provider(settings), ssl_context=ctx)
+    elif settings.security_protocol.startswith("SASL_"):
+        options["broker_credentials"] = faust.SASLCredentials(
+            username=settings.sasl_username, password=settings.sasl_password.reveal(),
+            mechanism=settings.sasl_mechanism, ssl_context=ctx)
+    elif ctx is not None:
+        options["broker_credentials"] = faust.SSLCredentials(ctx)
+    return options
+
+
+def _token_provider(settings: KafkaSettings):
+    """An aiokafka OAUTHBEARER token provider handing out the configured (externally refreshed) token."""
+    from aiokafka.abc import AbstractTokenProvider
+
+    secret = settings.sasl_oauth_token
+
+    class StaticTokenProvider(AbstractTokenProvider):
+        async def token(self) -> str:
+            return secret.reveal()
+
+        def __repr__(self) -> str:
+            return "StaticTokenProvider(token=Secret('**********'))"
+
+    return StaticTokenProvider()
