@@ -14,6 +14,17 @@
 | ``tp-recv-ns`` | receive time, Unix epoch nanoseconds |
 | ``tp-content-type`` | ``application/json``, ``application/msgpack``, ``text/plain`` or ``application/x-socketio-event+json`` |
 | ``tp-kind`` | ``frame``, ``session_start``, ``session_end`` or ``loss`` (a marker counting frames dropped before Kafka) |
+
+Marker values are JSON objects (:func:`encode_marker` / :func:`decode_marker`), always with ``event`` (= the kind):
+
+* ``session_start``: ``endpoint`` (no query string), ``attempt`` (1 = first connection of this process,
+  whose ``tp-seq`` restarts at 1), ``previous_session``;
+* ``session_end``: ``reason`` (``closed``, ``stale``, ``timeout``, ``error``, ``auth_failed``,
+  ``token_refresh``, ``shutdown``), ``close_code`` and ``close_reason`` (when closed), ``error``
+  (exception text, secrets masked), ``frames`` (frames of the session), ``duration_s``;
+* ``loss``: ``dropped_frames``, ``dropped_bytes``, ``ranges`` (``[[first, last], ...]`` inclusive
+  ``tp-seq`` ranges of the dropped records; they may lie before and after the marker's own
+  ``tp-seq``), ``sessions`` (session ids they belonged to), ``first_recv_ns``, ``last_recv_ns``, ``reason``.
 """
 
 from __future__ import annotations
@@ -91,3 +102,18 @@ class RawRecord:
                    recv_ns=recv_ns, payload=value or b"", content_type=text(H_CONTENT_TYPE),
                    kind=h.get(H_KIND, KIND_FRAME.encode()).decode(),
                    extra_headers=tuple((k, v) for k, v in (headers or ()) if k not in known))
+
+
+def encode_marker(kind: str, **fields) -> bytes:
+    """The JSON value of a marker record (``event`` = ``kind``)."""
+    import json
+    return json.dumps({"event": kind, **fields}, separators=(",", ":"), default=str).encode()
+
+
+def decode_marker(payload: bytes) -> dict:
+    """Parse a marker value; raises ``ValueError`` if it is not a JSON object."""
+    import json
+    doc = json.loads(payload)
+    if not isinstance(doc, dict):
+        raise ValueError("marker value is not a JSON object")
+    return doc

@@ -1,0 +1,149 @@
+"""The bounded produce buffer: records waiting for Kafka, dropped oldest-first with exact accounting.
+
+The bound counts records (and bytes) buffered *and* in flight. Past it, the oldest buffered
+*frame* is dropped; markers are never dropped. Each drop is added to an open
+:class:`PendingLoss`, itself a record in the buffer (appended when the first frame of an
+episode is dropped, so its ``tp-seq`` keeps the topic in order). It is finalized into a
+``loss`` marker when it is taken for sending; drops after that open a new one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+from tickpipe.envelope import CT_JSON, KIND_FRAME, KIND_LOSS, RawRecord, encode_marker
+
+
+@dataclass
+class PendingLoss:
+    """A loss marker still collecting drops: becomes a RawRecord when taken."""
+
+    provider: str
+    conn: str
+    session: str
+    seq: int
+    ranges: list[list[int]] = field(default_factory=list)
+    sessions: list[str] = field(default_factory=list)
+    frames: int = 0
+    bytes: int = 0
+    first_recv_ns: int = 0
+    last_recv_ns: int = 0
+
+    def add(self, record: RawRecord) -> None:
+        if self.ranges and self.ranges[-1][1] + 1 == record.seq:
+            self.ranges[-1][1] = record.seq
+        else:
+            self.ranges.append([record.seq, record.seq])
+        if record.session not in self.sessions:
+            self.sessions.append(record.session)
+        self.frames += 1
+        self.bytes += len(record.payload)
+        self.first_recv_ns = self.first_recv_ns or record.recv_ns
+        self.last_recv_ns = record.recv_ns
+
+    def to_record(self) -> RawRecord:
+        payload = encode_marker(KIND_LOSS, reason="buffer_full", dropped_frames=self.frames, dropped_bytes=self.bytes,
+                                ranges=self.ranges, sessions=self.sessions, first_recv_ns=self.first_recv_ns,
+                                last_recv_ns=self.last_recv_ns)
+        return RawRecord(self.provider, self.conn, self.session, self.seq, time.time_ns(), payload, CT_JSON, KIND_LOSS)
+
+
+Item = RawRecord | PendingLoss
+LOSS_MARKER_SIZE = 512  # what a loss marker counts for against the byte bound
+
+
+def item_size(item: Item) -> int:
+    if isinstance(item, PendingLoss) or item.kind == KIND_LOSS:
+        return LOSS_MARKER_SIZE
+    return len(item.payload) + 64
+
+
+class ProduceBuffer:
+    """FIFO of records for Kafka. ``new_loss()`` makes an empty :class:`PendingLoss` with a fresh ``tp-seq``."""
+
+    def __init__(self, max_frames: int, max_bytes: int, new_loss: Callable[[], PendingLoss]) -> None:
+        self.max_frames, self.max_bytes = max_frames, max_bytes
+        self._new_loss = new_loss
+        self._items: deque[Item] = deque()
+        self._open_loss: PendingLoss | None = None
+        self.bytes = 0
+        self.inflight_count = 0
+        self.inflight_bytes = 0
+        self.dropped_frames = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def total_count(self) -> int:
+        return len(self._items) + self.inflight_count
+
+    @property
+    def total_bytes(self) -> int:
+        return self.bytes + self.inflight_bytes
+
+    def fill(self) -> float:
+        return max(self.total_count / self.max_frames, self.total_bytes / self.max_bytes)
+
+    def append(self, record: RawRecord) -> list[RawRecord]:
+        """Add a record; returns the frames dropped to stay within the bound (oldest first)."""
+        self._items.append(record)
+        self.bytes += item_size(record)
+        dropped: list[RawRecord] = []
+        while self.total_count > self.max_frames or self.total_bytes > self.max_bytes:
+            victim = self._drop_oldest_frame()
+            if victim is None:
+                break  # only markers left: they are never dropped
+            dropped.append(victim)
+        return dropped
+
+    def _drop_oldest_frame(self) -> RawRecord | None:
+        index = next((i for i, it in enumerate(self._items) if isinstance(it, RawRecord) and it.kind == KIND_FRAME), None)
+        if index is None:
+            return None
+        victim = self._items.popleft() if index == 0 else self._pop_at(index)
+        self.bytes -= item_size(victim)
+        if self._open_loss is None:
+            self._open_loss = self._new_loss()
+            self._items.append(self._open_loss)
+            self.bytes += item_size(self._open_loss)
+        self._open_loss.add(victim)
+        self.dropped_frames += 1
+        return victim
+
+    def _pop_at(self, index: int) -> Item:
+        item = self._items[index]
+        del self._items[index]
+        return item
+
+    def take(self, limit: int) -> list[RawRecord]:
+        """Move up to ``limit`` records to in flight, finalizing loss markers."""
+        out: list[RawRecord] = []
+        while self._items and len(out) < limit:
+            item = self._items.popleft()
+            size = item_size(item)
+            self.bytes -= size
+            self.inflight_count += 1
+            self.inflight_bytes += size
+            if isinstance(item, PendingLoss):
+                if item is self._open_loss:
+                    self._open_loss = None
+                item = item.to_record()
+            out.append(item)
+        return out
+
+    def settle(self, records: list[RawRecord]) -> None:
+        """These in-flight records are done (delivered)."""
+        for r in records:
+            self.inflight_count -= 1
+            self.inflight_bytes -= item_size(r)
+
+    def give_back(self, records: list[RawRecord]) -> None:
+        """In-flight records that failed go back to the head, in their order."""
+        self.settle(records)
+        for r in reversed(records):
+            self._items.appendleft(r)
+            self.bytes += item_size(r)

@@ -1,0 +1,65 @@
+"""The websocket transport (``websockets`` asyncio client) behind :class:`~tickpipe.producers.base.Transport`.
+
+WebSocket ping/pong is done by the library (``producer.ping_interval_s``/``ping_timeout_s``);
+permessage-deflate is negotiated when the server offers it. An HTTP 401/403 on the upgrade
+is an :class:`AuthError` (permanent); any other refusal is a transient :class:`FeedError`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tickpipe.producers.base import AuthError, FeedError, TransportClosed
+
+
+class WebSocketTransport:
+    """A connected websocket; frames come back exactly as received (``str`` or ``bytes``)."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+
+    async def recv(self) -> str | bytes:
+        try:
+            return await self.ws.recv()
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def send(self, data: str | bytes) -> None:
+        try:
+            await self.ws.send(data)
+        except ConnectionClosed as exc:
+            raise _closed(exc) from None
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self.ws.close(code, reason)
+
+    @property
+    def close_code(self) -> int | None:
+        return self.ws.close_code
+
+
+def _closed(exc: ConnectionClosed) -> TransportClosed:
+    frame = exc.rcvd or exc.sent
+    return TransportClosed(frame.code if frame else 1006, frame.reason if frame else "no close frame")
+
+
+async def open_websocket(url: str, loop_settings: Any, *, headers: Mapping[str, str] | None = None,
+                         subprotocols: list[str] | None = None, **kwargs: Any) -> WebSocketTransport:
+    """Connect to ``url`` with the loop's ping and size settings; extra ``kwargs`` go to ``websockets.connect``."""
+    ping = loop_settings.ping_interval_s or None
+    options: dict[str, Any] = dict(
+        additional_headers=dict(headers or {}), subprotocols=subprotocols, open_timeout=loop_settings.connect_timeout_s,
+        ping_interval=ping, ping_timeout=loop_settings.ping_timeout_s if ping else None,
+        max_size=loop_settings.max_frame_bytes, max_queue=64, close_timeout=3, proxy=None)
+    options.update(kwargs)
+    try:
+        ws = await connect(url, **options)
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        if status in (401, 403):
+            raise AuthError(f"websocket upgrade refused with HTTP {status}", permanent=True) from None
+        raise FeedError(f"websocket upgrade refused with HTTP {status}") from None
+    return WebSocketTransport(ws)
