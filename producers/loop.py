@@ -169,7 +169,8 @@ class ConnectionLoop:
                              previous_session=previous or None)
         self.connected = True
         self._m_connected.set(1)
-        log.info("connected", provider=self.provider, endpoint=self.adapter.endpoint(), session=session_id)
+        quiet = log.debug if self.auth_failures else log.info  # while refused, the one error line says it all
+        quiet("connected", provider=self.provider, endpoint=self.adapter.endpoint(), session=session_id)
         end = SessionEnd("error")
         try:
             limit = self.settings.auth_timeout_s
@@ -270,7 +271,8 @@ class ConnectionLoop:
         if end.error:
             fields["error"] = end.error
         self.recorder.marker(KIND_SESSION_END, **fields)
-        log.info("session ended", provider=self.provider, session=session.session_id, **fields)
+        quiet = log.debug if end.reason == "auth_failed" and self.auth_failures > 1 else log.info
+        quiet("session ended", provider=self.provider, session=session.session_id, **fields)
 
     def _classify(self, exc: BaseException, connecting: bool = False) -> SessionEnd:
         text = redact(f"{type(exc).__name__}: {exc}")

@@ -75,8 +75,9 @@ class FeedConnection:
 class FeedServer:
     """Speaks the echo protocol: auth, subscribe/unsubscribe, then ``rate`` trades/s per symbol."""
 
-    def __init__(self, key: str = "good-key-123", rate: float = 50.0, binary_every: int = 0) -> None:
-        self.key, self.rate, self.binary_every = key, rate, binary_every
+    def __init__(self, key: str = "good-key-123", rate: float = 50.0, binary_every: int = 0,
+                 echo_bad_key: bool = False) -> None:
+        self.key, self.rate, self.binary_every, self.echo_bad_key = key, rate, binary_every, echo_bad_key
         self.connections: list[FeedConnection] = []
         self.streaming = asyncio.Event()
         self.streaming.set()
@@ -111,7 +112,8 @@ class FeedServer:
                     if doc.get("key") == self.key:
                         await self._send(conn, '{"status": "ok"}')
                     else:
-                        await self._send(conn, '{"status":"error","msg":"invalid key"}')
+                        why = f"invalid key {doc.get('key')}" if self.echo_bad_key else "invalid key"
+                        await self._send(conn, json.dumps({"status": "error", "msg": why}))
                         await ws.close(4001, "unauthorized")
                 elif doc.get("action") == "subscribe":
                     conn.subscribed.update(doc["symbols"])

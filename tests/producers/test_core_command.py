@@ -1,0 +1,88 @@
+"""``tickpipe produce`` as a real subprocess: SIGTERM flushes everything accepted; secrets stay out of logs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import urllib.request
+
+from tickpipe.children import Child, tickpipe_command
+from tickpipe.envelope import KIND_FRAME, KIND_SESSION_END, decode_marker
+
+from tests.producers.core_support import FeedServer, declare_echo_topics, read_raw, wait_for
+
+ADAPTER = "tests.producers.core_support:EchoAdapter"
+
+
+def _env(kafka, feed: FeedServer, key_file, **extra) -> dict[str, str]:
+    env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers, "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka.topic_prefix,
+           "TICKPIPE_ECHO_URL": feed.url, "TICKPIPE_ECHO_KEY_FILE": str(key_file), "TICKPIPE_ECHO_SYMBOLS": "AAPL,MSFT",
+           "TICKPIPE_OPS_HOST": "127.0.0.1", "TICKPIPE_OPS_LOG_LEVEL": "DEBUG", "TICKPIPE_PRODUCER_BACKOFF_INITIAL_S": "0.05"}
+    env.update(extra)
+    return env
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_sigterm_unsubscribes_flushes_everything_accepted_and_exits_0(kafka_settings, tmp_path):
+    await declare_echo_topics(kafka_settings)
+    key_file = tmp_path / "key"
+    key_file.write_text("good-key-123\n")
+    log = tmp_path / "producer.log"
+    async with FeedServer(rate=300) as feed:
+        # a long linger keeps records waiting inside the Kafka client when SIGTERM comes
+        env = _env(kafka_settings, feed, key_file, TICKPIPE_PRODUCER_LINGER_MS="1500")
+        child = Child(tickpipe_command("produce", "echo", "--adapter", ADAPTER, "--connection-id", "echo-sig",
+                                       "--ops-port", "0"), "producer", log_file=log, env=env)
+        await asyncio.to_thread(child.start)
+        try:
+            port = child.ready["ops_port"]
+            await wait_for(lambda: _get(port, "/readyz")[0] == 200, what="/readyz 200")
+            await wait_for(lambda: feed.connections and len(feed.connections[0].sent) > 200, what="frames flowing")
+            child.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(child.process.wait, 30)
+        finally:
+            child.stop()
+        assert code == 0
+        conn = feed.connections[0]
+        assert {"action": "unsubscribe", "symbols": ["AAPL", "MSFT"]} in conn.received
+    records = await read_raw(kafka_settings, "echo", lambda rs: any(r.kind == KIND_SESSION_END for r in rs))
+    end = decode_marker(records[-1].payload)
+    assert records[-1].kind == KIND_SESSION_END and end["reason"] == "shutdown"
+    frames = [r.payload for r in records if r.kind == KIND_FRAME]
+    assert len(frames) == end["frames"] > 200                       # every frame received reached Kafka
+    assert frames == [f.encode() for f in conn.sent[:len(frames)]]  # verbatim and in order
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert "good-key-123" not in log.read_text()
+
+
+async def test_wrong_key_is_logged_once_retried_slowly_and_never_shown(kafka_settings, tmp_path):
+    await declare_echo_topics(kafka_settings)
+    key_file = tmp_path / "key"
+    key_file.write_text("wrong-key-456")
+    log = tmp_path / "producer.log"
+    async with FeedServer(echo_bad_key=True) as feed:
+        env = _env(kafka_settings, feed, key_file, TICKPIPE_PRODUCER_AUTH_RETRY_MIN_S="0.5",
+                   TICKPIPE_PRODUCER_AUTH_RETRY_MAX_S="1.0")
+        with Child(tickpipe_command("produce", "echo", "--adapter", ADAPTER, "--ops-port", "0"), "producer",
+                   log_file=log, env=env) as child:
+            port = child.ready["ops_port"]
+            await wait_for(lambda: len(feed.connections) >= 1, what="a first attempt")
+            await asyncio.sleep(3.0)
+            attempts = len(feed.connections)
+            status, _ = _get(port, "/readyz")
+            _, metrics = _get(port, "/metrics")
+    assert 2 <= attempts <= 8, attempts        # slow pace: at least 0.5 s apart, never a tight loop
+    assert status == 503
+    failures = [line for line in metrics.splitlines() if line.startswith('tickpipe_producer_auth_failures_total{provider="echo"}')]
+    assert failures and float(failures[0].split()[-1]) >= 2
+    assert 'tickpipe_producer_auth_failing{provider="echo"} 1.0' in metrics
+    text = log.read_text()
+    assert text.count("authentication refused: check the credentials") == 1
+    assert "wrong-key-456" not in text and "invalid key ***" in text   # the feed echoed it; the log masks it
