@@ -81,6 +81,7 @@ class FeedServer:
         self.connections: list[FeedConnection] = []
         self.streaming = asyncio.Event()
         self.streaming.set()
+        self.refuse = False
         self._server = None
 
     @property
@@ -103,6 +104,9 @@ class FeedServer:
     async def _handle(self, ws: ServerConnection) -> None:
         conn = FeedConnection(ws)
         self.connections.append(conn)
+        if self.refuse:
+            await ws.close(1013, "try again later")
+            return
         sender = asyncio.ensure_future(self._stream(conn))
         try:
             async for message in ws:
@@ -127,7 +131,11 @@ class FeedServer:
 
     async def _send(self, conn: FeedConnection, frame) -> None:
         conn.sent.append(frame)
-        await conn.ws.send(frame)
+        try:
+            await conn.ws.send(frame)
+        except ConnectionClosed:
+            conn.sent.remove(frame)  # never on the wire
+            raise
 
     async def _stream(self, conn: FeedConnection) -> None:
         n = 0
@@ -185,3 +193,23 @@ async def wait_for(predicate, timeout: float = 10.0, what: str = "condition") ->
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running(producer):
+    """Run ``producer`` in this event loop; on exit stop it (the SIGTERM path) and check it flushed."""
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(producer.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        code = await asyncio.wait_for(task, 20)
+    assert code == 0, "the producer lost accepted records at shutdown"
+
+
+def echo_producer(kafka, feed: FeedServer, conn_id: str = "echo-1", symbols=("AAPL", "MSFT"), **settings):
+    from tickpipe.producers.runner import Producer
+
+    adapter = EchoAdapter(EchoSettings(url=feed.url, key=Secret("good-key-123"), symbols=symbols), fast_settings(**settings))
+    return Producer(adapter, kafka, conn_id=conn_id)

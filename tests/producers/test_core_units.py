@@ -1,0 +1,111 @@
+"""Pure parts of the producer core: backoff, the bounded buffer's loss accounting, control records."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tickpipe.envelope import KIND_FRAME, KIND_LOSS, KIND_SESSION_END, RawRecord, decode_marker
+from tickpipe.producers.backoff import auth_retry_delay, full_jitter
+from tickpipe.producers.buffer import ProduceBuffer
+from tickpipe.producers.control import ControlError, parse_control, resync_request
+from tickpipe.producers.recorder import Recorder
+
+
+def test_full_jitter_stays_within_the_capped_exponential_ceiling_and_spreads():
+    rng = random.Random(5)
+    for failures in range(0, 40):
+        ceiling = min(30.0, 0.5 * 2 ** failures)
+        draws = [full_jitter(failures, 0.5, 30.0, rng) for _ in range(200)]
+        assert all(0.0 <= d <= ceiling for d in draws)
+        assert max(draws) > 0.8 * ceiling and min(draws) < 0.2 * ceiling   # full jitter: the whole range is used
+    assert full_jitter(10_000, 0.5, 30.0, rng) <= 30.0                     # no overflow on long outages
+
+
+def test_auth_retry_delay_never_drops_below_the_slow_minimum():
+    rng = random.Random(9)
+    for failures in range(1, 30):
+        draws = [auth_retry_delay(failures, 30.0, 600.0, rng) for _ in range(100)]
+        assert all(30.0 <= d <= min(600.0, 30.0 * 2 ** (failures - 1)) for d in draws)
+    assert auth_retry_delay(1, 30.0, 600.0, rng) == 30.0
+
+
+class _BufferSink:
+    """Puts records straight into a ProduceBuffer (no Kafka: these tests are about the accounting)."""
+
+    def __init__(self, buffer: ProduceBuffer) -> None:
+        self.buffer = buffer
+
+    def put(self, record: RawRecord) -> None:
+        self.buffer.append(record)
+
+
+def _recorder_with_buffer(max_frames=5, max_bytes=1 << 20):
+    rec = Recorder("echo", "c-1")
+    buf = ProduceBuffer(max_frames, max_bytes, rec.new_loss)
+    rec.attach(_BufferSink(buf))
+    rec.new_session()
+    return rec, buf
+
+
+def test_buffer_drops_oldest_frames_with_exact_ranges_and_never_drops_markers():
+    rec, buf = _recorder_with_buffer(max_frames=5)
+    rec.marker("session_start")                       # seq 1
+    for i in range(8):                                # seqs 2..9
+        rec.frame(f'{{"n":{i}}}', "application/json")
+    # each frame past 5 items drops the oldest frame; the first drop appends the loss marker (seq 7)
+    assert buf.dropped_frames == 5
+    out = buf.take(100)
+    assert [(r.seq, r.kind) for r in out] == [(1, "session_start"), (7, KIND_LOSS), (8, KIND_FRAME),
+                                             (9, KIND_FRAME), (10, KIND_FRAME)]
+    doc = decode_marker(out[1].payload)
+    assert doc["ranges"] == [[2, 6]] and doc["dropped_frames"] == 5 and doc["sessions"] == [rec.session]
+    assert doc["dropped_bytes"] == sum(len(f'{{"n":{i}}}') for i in range(5))
+    assert buf.total_count == 5 and len(buf) == 0
+
+
+def test_buffer_loss_marker_is_final_once_taken_and_a_new_episode_opens_a_new_one():
+    rec, buf = _recorder_with_buffer(max_frames=3)
+    for i in range(5):
+        rec.frame(str(i), "text/plain")
+    first = buf.take(10)
+    buf.settle(first)
+    for i in range(5):
+        rec.frame(str(i), "text/plain")
+    second = buf.take(10)
+    losses = [decode_marker(r.payload) for r in first + second if r.kind == KIND_LOSS]
+    assert len(losses) == 2
+    all_dropped = [s for d in losses for a, b in d["ranges"] for s in range(a, b + 1)]
+    assert len(all_dropped) == len(set(all_dropped)) == buf.dropped_frames
+
+
+def test_buffer_give_back_restores_order_at_the_head():
+    rec, buf = _recorder_with_buffer(max_frames=100)
+    for i in range(6):
+        rec.frame(str(i), "text/plain")
+    chunk = buf.take(4)
+    rec.marker(KIND_SESSION_END, reason="closed")
+    buf.give_back(chunk[1:])
+    buf.settle(chunk[:1])
+    rest = buf.take(100)
+    assert [r.seq for r in rest] == [2, 3, 4, 5, 6, 7]
+    assert buf.total_count == len(rest) and buf.total_bytes > 0
+
+
+def test_byte_bound_drops_too():
+    rec, buf = _recorder_with_buffer(max_frames=1000, max_bytes=4096)
+    for i in range(20):
+        rec.frame("x" * 1000, "text/plain")
+    assert buf.total_bytes <= 4096 + 1064
+    assert buf.dropped_frames >= 15
+
+
+def test_control_records_parse_or_are_rejected_with_a_reason():
+    target, conn = parse_control(resync_request("BTC-USD", "level2", reason="gap", conn="cb-0"))
+    assert (target.instrument, target.channel, target.reason, conn) == ("BTC-USD", "level2", "gap", "cb-0")
+    for bad, why in ((b"nope", "not JSON"), (b"[1]", "not a JSON object"), (b'{"action":"drop"}', "unknown action"),
+                     (b'{"action":"resync"}', "needs an 'instrument'"), (b'{"action":"resync","instrument":5}', "must be a string"),
+                     (None, "not JSON")):
+        with pytest.raises(ControlError, match=why):
+            parse_control(bad)
