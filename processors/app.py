@@ -1,0 +1,93 @@
+"""The Faust app of ``tickpipe process``: one agent per provider, ``raw.<provider>`` -> clean topics.
+
+Each agent takes batches (``stream.take_events``) of raw records, runs them through the
+provider's :class:`~tickpipe.processors.pipeline.Pipeline` (normalize -> integrity checks
+-> Avro encode) and produces ticks (key: instrument), gap alerts and dead letters with
+Faust's producer (acks=all, no idempotence: at-least-once, and Tansu cannot do
+InitProducerId). The batch's offsets are acked only after its outputs are delivered.
+
+Topics are declared from the catalogue (``tickpipe.admin.declare_topics``) before start;
+Faust itself declares nothing (``topic_allow_declare=False``, no leader topic, no tables
+yet).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+
+from tickpipe.avro import AvroEncoder
+from tickpipe.config import setting
+from tickpipe.kafka import KafkaSettings, faust_broker_options
+from tickpipe.logs import get_logger
+from tickpipe.processors.batch import BatchProcessor, event_messages
+from tickpipe.processors.normalizers import load_normalizer
+from tickpipe.processors.pipeline import Pipeline
+from tickpipe.topics import TopicSettings, raw_topic
+
+log = get_logger("tickpipe.processors.app")
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """Section ``processor``: the Faust app."""
+
+    app_id: str = setting("tickpipe-processor", help="Faust app id = consumer group id")
+    batch_max: int = setting(1000, minimum=1, help="raw records per batch at most")
+    batch_within_s: float = setting(0.05, minimum=0.001, help="wait at most this long to fill a batch")
+    session_timeout_s: float = setting(30.0, minimum=1, help="consumer group session timeout (tests: 6)")
+    heartbeat_interval_s: float = setting(3.0, minimum=0.1, help="consumer group heartbeat interval (tests: 1)")
+    commit_interval_s: float = setting(1.0, minimum=0.1, help="how often acked offsets are committed")
+    auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
+                                     help="where a new consumer group starts in the raw topics")
+    data_dir: str = setting("", help="Faust data directory (default: a temporary directory)")
+
+
+def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list[str],
+              topic_settings: TopicSettings = TopicSettings(), encoder: AvroEncoder | None = None,
+              checks_factory=None):
+    """A Faust app with one normalizing agent per provider.
+
+    ``checks_factory(provider) -> list[FrameCheck]`` plugs in the integrity stage.
+    """
+    import faust
+
+    app = faust.App(
+        settings.app_id,
+        **faust_broker_options(kafka),
+        autodiscover=False,
+        datadir=settings.data_dir or tempfile.mkdtemp(prefix="tickpipe-faust-"),
+        store="memory://",
+        key_serializer="raw",
+        value_serializer="raw",
+        processing_guarantee="at_least_once",
+        producer_acks=-1,
+        topic_partitions=topic_settings.raw_partitions,
+        topic_replication_factor=kafka.replication_factor,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_interval_s,
+        broker_commit_interval=settings.commit_interval_s,
+        consumer_auto_offset_reset=settings.auto_offset_reset,
+        web_enabled=False,
+    )
+    encoder = encoder or AvroEncoder()
+    app.tickpipe_processors = {}
+    for provider in providers:
+        checks = checks_factory(provider) if checks_factory else ()
+        pipeline = Pipeline(provider, load_normalizer(provider), encoder, checks=checks)
+        processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix)
+        app.tickpipe_processors[provider] = processor
+        topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",
+                          partitions=topic_settings.raw_partitions)
+        app.agent(topic, name=f"normalize-{provider}")(_agent(processor, settings))
+    return app
+
+
+def _agent(processor: BatchProcessor, settings: ProcessorSettings):
+    async def normalize(stream):
+        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            await processor.process(event_messages(events))
+    normalize.__name__ = f"normalize_{processor.pipeline.provider.replace('-', '_')}"
+    return normalize

@@ -1,0 +1,115 @@
+"""The hot path: a batch of consumed raw records -> produced outputs, acknowledged only when delivered.
+
+At-least-once: :meth:`BatchProcessor.process` returns after every output of the batch is
+acknowledged by the broker (acks=all), and the Faust agent acks (commits) the batch's
+source offsets only after that. A crash in between replays the batch: consumers of the
+clean topics must tolerate duplicates (the integrity stage reports them).
+
+Per batch: one ``send`` per output (aiokafka appends it to its partition batch), one
+``flush``, then a check of the delivery futures (already resolved; no ``gather``);
+outputs the broker refused are sent again after a pause, until it takes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Iterable, Protocol
+
+from tickpipe.logs import get_logger
+from tickpipe.processors.deadletter import Source
+from tickpipe.processors.metrics import BATCH_SIZE, PRODUCE_ERRORS
+from tickpipe.processors.pipeline import Pipeline
+from tickpipe.processors.records import ALERT_KIND, DEAD_LETTER_KIND, TICK_KINDS
+from tickpipe.topics import alerts_topic, dlq_topic, tick_topic
+
+log = get_logger("tickpipe.processors.batch")
+
+
+class Producer(Protocol):
+    """What the batch processor needs from a producer (Faust's, or a bare aiokafka one)."""
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                   timestamp: float | None, headers: Any) -> Any: ...
+
+    async def flush(self) -> None: ...
+
+
+class BatchProcessor:
+    """Runs one provider's :class:`Pipeline` over batches and produces the outputs."""
+
+    def __init__(self, pipeline: Pipeline, producer: Producer, topic_prefix: str = "") -> None:
+        self.pipeline = pipeline
+        self.producer = producer
+        self.topics = {kind: tick_topic(kind, topic_prefix) for kind in TICK_KINDS}
+        self.topics[ALERT_KIND] = alerts_topic(topic_prefix)
+        self.topics[DEAD_LETTER_KIND] = dlq_topic(pipeline.provider, topic_prefix)
+        self._batch_gauge = BATCH_SIZE.labels(pipeline.provider)
+        self.retrying = False  # readiness: false while the broker refuses our records
+
+    async def process(self, messages: Iterable[tuple[bytes | None, bytes | None, Any, Source]]) -> int:
+        """Handle (key, value, headers, source) tuples and deliver every output; returns their number.
+
+        Delivery failures are retried (capped backoff) until the broker acknowledges: the
+        caller acks the batch's offsets only after this returns.
+        """
+        handle = self.pipeline.handle
+        topics = self.topics
+        outputs = []
+        count = 0
+        for key, value, headers, source in messages:
+            count += 1
+            for out in handle(key, value, headers, source).outputs:
+                outputs.append((topics[out.kind], out))
+        self._batch_gauge.set(count)
+        delay = 0.1
+        while outputs:
+            outputs = await self._deliver(outputs)
+            if outputs:
+                self.retrying = True
+                log.error("produce failed; retrying", provider=self.pipeline.provider, records=len(outputs),
+                          retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        self.retrying = False
+        return count
+
+    async def _deliver(self, outputs: list) -> list:
+        """Send, flush once, and return the outputs the broker did not acknowledge."""
+        send = self.producer.send
+        pending, failed = [], []
+        for topic, out in outputs:
+            try:
+                pending.append((topic, out, await send(topic, out.key, out.value, None, None, out.headers)))
+            except Exception as exc:
+                self._failed(topic, exc)
+                failed.append((topic, out))
+        if pending:
+            try:
+                await self.producer.flush()
+            except Exception as exc:
+                log.warning("producer flush failed", error=f"{type(exc).__name__}: {exc}")
+        for topic, out, fut in pending:
+            try:
+                if fut.done():
+                    exc = fut.exception()
+                    if exc is not None:
+                        raise exc
+                else:
+                    await fut
+            except Exception as exc:
+                self._failed(topic, exc)
+                failed.append((topic, out))
+        return failed
+
+    def _failed(self, topic: str, exc: Exception) -> None:
+        PRODUCE_ERRORS.labels(topic).inc()
+        log.warning("record not delivered", topic=topic, error=f"{type(exc).__name__}: {exc}")
+
+
+def event_messages(events) -> list[tuple[bytes | None, bytes | None, Any, Source]]:
+    """(key, value, headers, source) of Faust events consumed with the raw serializer."""
+    out = []
+    for event in events:
+        msg = event.message
+        out.append((msg.key, msg.value, msg.headers, Source(msg.topic, msg.partition, msg.offset)))
+    return out

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the processor (normalization, dead letters, produce)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge
+
+FRAMES = Counter("tickpipe_processor_frames_total", "raw records handled, by outcome "
+                 "(records, empty, dead_letter, marker)", ["provider", "outcome"])
+RECORDS = Counter("tickpipe_processor_records_total", "normalized records produced", ["provider", "kind"])
+DEAD_LETTERS = Counter("tickpipe_processor_dead_letters_total", "raw records sent to dlq.<provider>",
+                       ["provider", "error_kind"])
+IGNORED = Counter("tickpipe_processor_ignored_messages_total", "provider messages without market data "
+                  "(acks, heartbeats, control)", ["provider", "reason"])
+PRODUCE_ERRORS = Counter("tickpipe_processor_produce_errors_total", "failed produce attempts", ["topic"])
+BATCH_SIZE = Gauge("tickpipe_processor_last_batch_size", "raw records in the last batch", ["provider"])
+
+
+class ProviderMetrics:
+    """Label children of one provider, cached: the hot path only calls ``inc``."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.frames = {o: FRAMES.labels(provider, o) for o in ("records", "empty", "dead_letter", "marker")}
+        self._records: dict[str, Counter] = {}
+        self._dead: dict[str, Counter] = {}
+        self._ignored: dict[str, Counter] = {}
+
+    def records(self, kind: str):
+        child = self._records.get(kind)
+        if child is None:
+            child = self._records[kind] = RECORDS.labels(self.provider, kind)
+        return child
+
+    def dead_letter(self, error_kind: str):
+        child = self._dead.get(error_kind)
+        if child is None:
+            child = self._dead[error_kind] = DEAD_LETTERS.labels(self.provider, error_kind)
+        return child
+
+    def ignored(self, reason: str):
+        child = self._ignored.get(reason)
+        if child is None:
+            if len(self._ignored) >= 100:  # a normalizer putting data into reasons must not explode cardinality
+                reason = "other"
+            child = self._ignored.setdefault(reason, IGNORED.labels(self.provider, reason))
+        return child

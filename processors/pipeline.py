@@ -1,0 +1,168 @@
+"""One raw record in, what to produce out: the processing path shared by the Faust app and replay.
+
+    envelope -> normalize (provider normalizer) -> checks (integrity stage) -> encode -> outputs
+
+* a raw record whose headers are bad, whose payload does not parse, whose normalizer
+  rejects it or whose records do not fit their schema becomes one ``DeadLetter`` output;
+* session markers (``tp-kind`` session_start/session_end/loss) produce no records; they
+  reset the normalizer state of their connection and are shown to the checks;
+* **the integrity seam**: every ``FrameCheck`` in ``checks`` sees each frame's
+  :class:`FrameResult` after normalization and before encoding; it may append ``GapAlert``
+  records to ``result.alerts`` and remove records (duplicates) from ``result.records``.
+
+Nothing here touches Kafka: outputs are (kind, key, value bytes, headers) for the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Protocol
+
+from tickpipe.avro import AvroEncoder
+from tickpipe.envelope import KIND_SESSION_END, KIND_SESSION_START, MARKER_KINDS, RawRecord
+from tickpipe.logs import get_logger
+from tickpipe.processors.deadletter import Source, dead_letter, kafka_headers
+from tickpipe.processors.metrics import ProviderMetrics
+from tickpipe.processors.normalizers import load_normalizer
+from tickpipe.processors.normalizers.base import Frame, Normalizer, NormalizerState, SequenceMark
+from tickpipe.processors.normalizers.errors import ENVELOPE, INTERNAL, VALIDATION, NormalizeError
+from tickpipe.processors.records import ALERT_KIND, DEAD_LETTER_KIND, Record
+
+log = get_logger("tickpipe.processors")
+
+# Exceptions from a normalizer that mean "the input was not what the protocol says".
+MALFORMED = (KeyError, TypeError, ValueError, IndexError, AttributeError)
+
+
+@dataclass(slots=True)
+class Output:
+    """One Kafka record to produce: ``kind`` picks the topic (tick kind, gap_alert, dead_letter)."""
+
+    kind: str
+    key: bytes
+    value: bytes
+    record: Record
+    headers: list[tuple[str, bytes]] | None = None
+
+
+@dataclass(slots=True)
+class FrameResult:
+    raw: RawRecord | None
+    records: list[Record] = field(default_factory=list)
+    marks: list[SequenceMark] = field(default_factory=list)
+    alerts: list[Record] = field(default_factory=list)
+    dead_letter: Record | None = None
+    outputs: list[Output] = field(default_factory=list)
+
+    @property
+    def is_marker(self) -> bool:
+        return self.raw is not None and self.raw.kind in MARKER_KINDS
+
+
+class FrameCheck(Protocol):
+    """The integrity stage's interface (see the module docstring)."""
+
+    def check(self, result: FrameResult) -> None: ...
+
+
+class Pipeline:
+    """Normalize, check and encode the raw records of one provider."""
+
+    def __init__(self, provider: str, normalizer: Normalizer, encoder: AvroEncoder | None = None,
+                 state: NormalizerState | None = None, checks: Iterable[FrameCheck] = ()) -> None:
+        self.provider = provider
+        self.normalizer = normalizer
+        self.encoder = encoder or AvroEncoder()
+        self.state = state if state is not None else NormalizerState()
+        self.checks = list(checks)
+        self.metrics = ProviderMetrics(provider)
+
+    @classmethod
+    def for_provider(cls, provider: str, **kwargs) -> "Pipeline":
+        return cls(provider, load_normalizer(provider), **kwargs)
+
+    def handle(self, key: bytes | None, value: bytes | None, headers, source: Source = Source()) -> FrameResult:
+        """One consumed raw record, as Kafka gives it."""
+        try:
+            raw = RawRecord.from_kafka(key, value, headers)
+        except ValueError as exc:
+            return self._dead(None, ENVELOPE, str(exc), key, value, headers, source)
+        if raw.provider != self.provider:
+            return self._dead(None, ENVELOPE, f"tp-provider is {raw.provider!r} on the {self.provider} topic",
+                              key, value, headers, source)
+        return self.handle_raw(raw, source, key=key, headers=headers)
+
+    def handle_raw(self, raw: RawRecord, source: Source = Source(), *, key: bytes | None = None,
+                   headers=None) -> FrameResult:
+        """One raw record already decoded (replay, tests)."""
+        if raw.kind in MARKER_KINDS:
+            return self._marker(raw)
+        frame = Frame(raw, self.state)
+        try:
+            self.normalizer(frame)
+        except NormalizeError as exc:
+            return self._dead(raw, exc.kind, exc.reason, key, None, headers, source)
+        except MALFORMED as exc:
+            return self._dead(raw, VALIDATION, _describe(exc), key, None, headers, source)
+        except Exception as exc:  # a normalizer bug must not stop the stream
+            log.exception("normalizer failed", provider=self.provider, conn=raw.conn, frame_seq=raw.seq)
+            return self._dead(raw, INTERNAL, _describe(exc), key, None, headers, source)
+        for reason in frame.ignored:
+            self.metrics.ignored(reason).inc()
+        result = FrameResult(raw, frame.records, frame.marks)
+        for check in self.checks:
+            check.check(result)
+        outputs = result.outputs
+        encode = self.encoder.encode
+        try:
+            for rec in result.records:
+                outputs.append(Output(rec.kind, rec["symbol"].encode(), encode(rec.kind, rec), rec))
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return self._dead(raw, VALIDATION, f"{rec.name} does not fit its schema: {exc}", key, None, headers, source)
+        self._encode_alerts(result)
+        if result.records:
+            self.metrics.frames["records"].inc()
+            counter = self.metrics.records
+            for rec in result.records:
+                counter(rec.kind).inc()
+        else:
+            self.metrics.frames["empty"].inc()
+        return result
+
+    def _marker(self, raw: RawRecord) -> FrameResult:
+        if raw.kind in (KIND_SESSION_START, KIND_SESSION_END):
+            self.state.drop_connection(raw.conn)
+        result = FrameResult(raw)
+        for check in self.checks:
+            check.check(result)
+        self._encode_alerts(result)
+        self.metrics.frames["marker"].inc()
+        return result
+
+    def _encode_alerts(self, result: FrameResult) -> None:
+        for alert in result.alerts:
+            value = self.encoder.encode(ALERT_KIND, alert)
+            result.outputs.append(Output(ALERT_KIND, alert["provider"].encode(), value, alert))
+
+    def _dead(self, raw: RawRecord | None, error_kind: str, reason: str, key, value, headers,
+              source: Source) -> FrameResult:
+        if raw is not None:
+            key = raw.key if key is None else key
+            value = raw.payload
+            headers = raw.headers() if headers is None else headers
+        record = dead_letter(self.provider, error_kind, reason, key, value, headers, source)
+        self.metrics.dead_letter(error_kind).inc()
+        self.metrics.frames["dead_letter"].inc()
+        log.warning("raw record dead-lettered", provider=self.provider, error_kind=error_kind,
+                    reason=record["reason"], conn=record["conn"], frame_seq=record["frame_seq"])
+        result = FrameResult(raw, dead_letter=record)
+        out_key = bytes(key) if key is not None else b""
+        result.outputs.append(Output(DEAD_LETTER_KIND, out_key, self.encoder.encode(DEAD_LETTER_KIND, record),
+                                     record, kafka_headers(record)))
+        return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, KeyError):
+        return f"missing field {exc.args[0]!r}" if exc.args else "missing field"
+    return f"{type(exc).__name__}: {exc}"
