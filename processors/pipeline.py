@@ -7,8 +7,11 @@
 * session markers (``tp-kind`` session_start/session_end/loss) produce no records; they
   reset the normalizer state of their connection and are shown to the checks;
 * **the integrity seam**: every ``FrameCheck`` in ``checks`` sees each frame's
-  :class:`FrameResult` after normalization and before encoding; it may append ``GapAlert``
-  records to ``result.alerts`` and remove records (duplicates) from ``result.records``.
+  :class:`FrameResult` — after normalization and schema validation (each record's Avro
+  bytes are in ``record.encoded``), before produce; markers and dead-lettered frames too
+  (``result.is_marker``, ``result.dead_letter``). A check may append ``GapAlert`` records
+  to ``result.alerts`` and replace ``result.records`` (drop duplicates, hold records back
+  and release them with a later frame); the outputs are built from what it leaves.
 
 Nothing here touches Kafka: outputs are (kind, key, value bytes, headers) for the caller.
 """
@@ -109,16 +112,19 @@ class Pipeline:
             return self._dead(raw, INTERNAL, _describe(exc), key, None, headers, source)
         for reason in frame.ignored:
             self.metrics.ignored(reason).inc()
+        encode = self.encoder.encode
+        try:
+            for rec in frame.records:
+                rec.encoded = encode(rec.kind, rec)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            return self._dead(raw, VALIDATION, f"{rec.name} does not fit its schema: {exc}", key, None, headers, source)
         result = FrameResult(raw, frame.records, frame.marks)
         for check in self.checks:
             check.check(result)
         outputs = result.outputs
-        encode = self.encoder.encode
-        try:
-            for rec in result.records:
-                outputs.append(Output(rec.kind, rec["symbol"].encode(), encode(rec.kind, rec), rec))
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            return self._dead(raw, VALIDATION, f"{rec.name} does not fit its schema: {exc}", key, None, headers, source)
+        for rec in result.records:
+            value = rec.encoded if rec.encoded is not None else encode(rec.kind, rec)
+            outputs.append(Output(rec.kind, rec["symbol"].encode(), value, rec))
         self._encode_alerts(result)
         if result.records:
             self.metrics.frames["records"].inc()
@@ -156,9 +162,13 @@ class Pipeline:
         log.warning("raw record dead-lettered", provider=self.provider, error_kind=error_kind,
                     reason=record["reason"], conn=record["conn"], frame_seq=record["frame_seq"])
         result = FrameResult(raw, dead_letter=record)
+        if raw is not None:  # the integrity stage still counts the frame
+            for check in self.checks:
+                check.check(result)
         out_key = bytes(key) if key is not None else b""
         result.outputs.append(Output(DEAD_LETTER_KIND, out_key, self.encoder.encode(DEAD_LETTER_KIND, record),
                                      record, kafka_headers(record)))
+        self._encode_alerts(result)
         return result
 
 

@@ -54,11 +54,12 @@ SCOPE_KEY = "key"                # one counter per subscription key (TD/Schwab s
 class Record(dict):
     """A normalized record: Avro field values (a ``dict``) plus its ``kind``."""
 
-    __slots__ = ("kind",)
+    __slots__ = ("kind", "encoded")
 
     def __init__(self, kind: str, fields: dict[str, Any] | None = None, /, **more: Any) -> None:
         super().__init__(fields or (), **more)
         self.kind = kind
+        self.encoded: bytes | None = None  # its Avro bytes, once the pipeline has validated it
 
     @property
     def name(self) -> str:

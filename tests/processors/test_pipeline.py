@@ -8,6 +8,7 @@ from prometheus_client import REGISTRY
 from tests.processors.example_normalizer import normalize, normalize_merging
 from tickpipe.avro import AvroReader
 from tickpipe.envelope import KIND_SESSION_START, RawRecord
+from tickpipe.processors.normalizers.errors import NormalizeError
 from tickpipe.processors.pipeline import Pipeline
 
 PRICE = b'{"type":"price","data":{"date":"2021-09-29T09:35:53","price":3.0424,"volume":181123,"symbol":"NZB.NZ"}}'
@@ -128,15 +129,19 @@ def test_checks_see_every_frame_before_produce_and_may_drop_records():
 
     class DropSecondRecord:
         def check(self, result):
-            seen.append((result.raw.seq, result.is_marker, len(result.records)))
+            seen.append((result.raw.seq, result.is_marker, len(result.records), result.dead_letter is not None))
             del result.records[1:]
 
     def two_trades(frame):
+        if frame.json() is None:
+            raise NormalizeError("null frame")
         frame.record("trade", "A", price="1")
         frame.record("trade", "B", price="2")
 
     pipe = Pipeline("financefeast", two_trades, checks=[DropSecondRecord()])
     result = pipe.handle_raw(raw(PRICE, seq=1))
     pipe.handle_raw(raw(b"{}", seq=2, kind=KIND_SESSION_START))
+    pipe.handle_raw(raw(b"null", seq=3))
     assert [o.key for o in result.outputs] == [b"A"]
-    assert seen == [(1, False, 2), (2, True, 0)]
+    assert result.records[0].encoded == result.outputs[0].value  # validated once, before the checks
+    assert seen == [(1, False, 2, False), (2, True, 0, False), (3, False, 0, True)]
