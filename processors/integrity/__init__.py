@@ -1,0 +1,1 @@
+"""Sequence integrity: gaps, out-of-order, duplicates, resets, staleness — detected, healed, alerted."""

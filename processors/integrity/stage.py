@@ -1,0 +1,338 @@
+"""The integrity stage: every frame of a provider passes here between normalization and produce.
+
+Per producer connection (``tp-conn``) it keeps, in this order:
+
+1. **producer** scope — our ``tp-seq`` frame counter: a hole is frames lost between producer
+   and Kafka (GAP); a repeat is an at-least-once redelivery (DUPLICATE: the frame's records
+   are dropped, so the clean topics hold each message once);
+2. **connection** scope — the provider's per-connection counter (policy), frames held in a
+   reorder window; RESET when a new session starts, with the span that had no coverage;
+3. **instrument** scope — per-instrument sequences, trade ids and event times (policy),
+   records held in reorder windows where the counter is contiguous.
+
+``on_frame``/``on_marker``/``tick``/``close`` return an :class:`Emission`: the records now
+due, in order, and the ``GapAlert`` records to publish. STALE is checked in ``tick``.
+The whole state of one connection snapshots to JSON (a Faust table value).
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import orjson
+
+from tickpipe.config import setting
+from tickpipe.envelope import KIND_LOSS, KIND_SESSION_END, KIND_SESSION_START, RawRecord
+from tickpipe.processors.integrity.policy import Policy, policy_for
+from tickpipe.processors.integrity.trackers import (
+    DUPLICATE, RESET, STALE, ContiguousTracker, Finding, MonotonicTracker, Step)
+from tickpipe.processors.records import ALERT_KIND, SCOPE_CONNECTION, Record
+
+ORIGIN_FIELDS = ("recv_time", "conn", "session", "frame_seq", "frame_index")
+
+
+@dataclass(frozen=True)
+class IntegritySettings:
+    """Section ``integrity``."""
+
+    reorder_window_items: int = setting(1000, minimum=0, help="records/frames a reorder window may hold")
+    reorder_window_ms: int = setting(500, minimum=0, help="how long a reorder window waits for a late record")
+    stale_after_s: float = setting(30.0, minimum=0, help="a connection silent this long while up is STALE (0 = off)")
+    instrument_stale_after_s: float = setting(0.0, minimum=0, help="the same per instrument (0 = off)")
+
+
+@dataclass(slots=True)
+class Emission:
+    records: list[Record] = field(default_factory=list)
+    alerts: list[Record] = field(default_factory=list)
+
+    def extend(self, other: "Emission") -> None:
+        self.records += other.records
+        self.alerts += other.alerts
+
+
+@dataclass(slots=True)
+class FrameItem:
+    """A frame on its way through the frame-level trackers."""
+
+    seq: int
+    session: str
+    recv_ns: int
+    records: list[Record]
+    conn_counter: int | None = None
+
+
+class ConnectionIntegrity:
+    """All trackers of one producer connection."""
+
+    def __init__(self, provider: str, conn: str, policy: Policy, settings: IntegritySettings) -> None:
+        self.provider, self.conn, self.policy, self.settings = provider, conn, policy, settings
+        window_ns = settings.reorder_window_ms * 1_000_000
+        self._contiguous = lambda: ContiguousTracker(settings.reorder_window_items, window_ns)
+        self.producer: ContiguousTracker = ContiguousTracker(window_items=0, window_ns=0)
+        self.connection: ContiguousTracker = self._contiguous()
+        self.records: dict[str, Any] = {}       # "stage|channel|symbol" -> tracker
+        self.session: str | None = None
+        self.session_up = False
+        self.last_recv_ns: int | None = None
+        self.stale_reported = False
+        self.instrument_seen: dict[str, int] = {}
+
+    # ----- entry points -----
+    def on_raw(self, raw: RawRecord, records: list[Record], conn_counter: int | None) -> Emission:
+        out = Emission()
+        item = FrameItem(raw.seq, raw.session, raw.recv_ns, records, conn_counter)
+        step = self.producer.offer(raw.seq, item, raw.recv_ns)
+        self._alerts(out, step.findings, "producer", "tp_seq", raw, None)
+        for frame in step.released:
+            if raw.kind == KIND_SESSION_START:
+                self._session_start(out, raw)
+            elif raw.kind == KIND_SESSION_END:
+                self._session_end(out, raw)
+            elif raw.kind == KIND_LOSS:
+                self.last_recv_ns = raw.recv_ns
+            else:
+                self._frame(out, frame, raw)
+        return out
+
+    def tick(self, now_ns: int) -> Emission:
+        out = Emission()
+        self._connection_step(out, self.connection.tick(now_ns), None)
+        for key, tracker in list(self.records.items()):
+            if isinstance(tracker, ContiguousTracker):
+                self._record_step(out, key, tracker.tick(now_ns), None)
+        self._staleness(out, now_ns)
+        return out
+
+    def close(self) -> Emission:
+        out = Emission()
+        self._connection_step(out, self.connection.close(), None)
+        for key, tracker in list(self.records.items()):
+            if isinstance(tracker, ContiguousTracker):
+                self._record_step(out, key, tracker.close(), None)
+        return out
+
+    # ----- state for a Faust table -----
+    def snapshot(self) -> dict[str, Any]:
+        records = {}
+        for key, tracker in self.records.items():
+            if isinstance(tracker, ContiguousTracker):
+                records[key] = {"c": tracker.snapshot(_record_to_json)}
+            else:
+                records[key] = {"m": tracker.snapshot(), "strict": tracker.strict}
+        return {"producer": self.producer.snapshot(), "connection": self.connection.snapshot(_frame_to_json),
+                "records": records, "session": self.session, "session_up": self.session_up,
+                "last_recv_ns": self.last_recv_ns, "stale_reported": self.stale_reported,
+                "instrument_seen": self.instrument_seen}
+
+    def restore(self, state: dict[str, Any]) -> "ConnectionIntegrity":
+        window = dict(window_items=self.settings.reorder_window_items, window_ns=self.settings.reorder_window_ms * 1_000_000)
+        self.producer = ContiguousTracker.restore(state["producer"], window_items=0, window_ns=0)
+        self.connection = ContiguousTracker.restore(state["connection"], _frame_from_json, **window)
+        self.records = {}
+        for key, data in state["records"].items():
+            self.records[key] = (ContiguousTracker.restore(data["c"], _record_from_json, **window) if "c" in data
+                                 else MonotonicTracker.restore(data["m"], strict=data["strict"]))
+        self.session, self.session_up = state["session"], state["session_up"]
+        self.last_recv_ns, self.stale_reported = state["last_recv_ns"], state["stale_reported"]
+        self.instrument_seen = dict(state["instrument_seen"])
+        return self
+
+    # ----- sessions -----
+    def _session_start(self, out: Emission, raw: RawRecord) -> None:
+        if self.session is not None and self.session != raw.session:
+            out.extend(self.close())
+            counter = self.policy.connection_counter or "session"
+            out.alerts.append(self._alert(RESET, "connection", counter, None, raw, None,
+                                          span=(self.last_recv_ns, raw.recv_ns),
+                                          detail=f"new session {raw.session} after {self.session}"))
+            if not self.policy.counters_survive_reconnect:
+                self.records.clear()
+        window_ns = self.settings.reorder_window_ms * 1_000_000
+        self.connection = ContiguousTracker(self.settings.reorder_window_items, window_ns,
+                                            start=self.policy.connection_counter_start)
+        self.session, self.session_up, self.stale_reported = raw.session, True, False
+        self.last_recv_ns = raw.recv_ns
+
+    def _session_end(self, out: Emission, raw: RawRecord) -> None:
+        out.extend(self.close())
+        self.session_up = False
+        self.last_recv_ns = raw.recv_ns
+
+    # ----- frames and records -----
+    def _frame(self, out: Emission, frame: FrameItem, raw: RawRecord) -> None:
+        if self.session is None:
+            self.session, self.session_up = frame.session, True
+        self.last_recv_ns, self.stale_reported = frame.recv_ns, False
+        if frame.conn_counter is None or not self.policy.connection_counter:
+            self._records(out, frame.records, raw)
+            return
+        self._connection_step(out, self.connection.offer(frame.conn_counter, frame, frame.recv_ns), raw)
+
+    def _connection_step(self, out: Emission, step: Step, raw: RawRecord | None) -> None:
+        self._alerts(out, step.findings, "connection", self.policy.connection_counter or "sequence", raw, None)
+        for frame in step.released:
+            self._records(out, frame.records, raw)
+
+    def _records(self, out: Emission, records: Iterable[Record], raw: RawRecord | None, start: int = 0) -> None:
+        for record in records:
+            self._pass(out, record, raw, start)
+
+    def _pass(self, out: Emission, record: Record, raw: RawRecord | None, start: int) -> None:
+        """Send one record through the record-level checks from check number ``start`` on."""
+        checks = self._checks_for(record)
+        for i in range(start, len(checks)):
+            key, value, make, fingerprint = checks[i]
+            tracker = self.records.get(key)
+            if tracker is None:
+                tracker = self.records[key] = make()
+            if isinstance(tracker, MonotonicTracker):
+                step = tracker.offer(value, record, record.get("recv_time") or 0, fingerprint)
+            else:
+                step = tracker.offer(value, record, record.get("recv_time") or 0)
+            self._record_step(out, key, step, raw, next_check=i + 1, current=record)
+            return
+        if record.get("symbol"):
+            self.instrument_seen[record["symbol"]] = record.get("recv_time") or 0
+        out.records.append(record)
+
+    def _record_step(self, out: Emission, key: str, step: Step, raw: RawRecord | None,
+                     next_check: int | None = None, current: Record | None = None) -> None:
+        stage, _kind, channel, _symbol = key.split("|", 3)
+        sample = current or (step.released[0] if step.released else None)
+        self._alerts(out, step.findings, "instrument", stage, raw, sample, channel=channel or None)
+        for record in step.released:
+            self._pass(out, record, raw, next_check if next_check is not None else self._index_after(record, key))
+
+    def _index_after(self, record: Record, key: str) -> int:
+        return [c[0] for c in self._checks_for(record)].index(key) + 1
+
+    def _checks_for(self, record: Record) -> list[tuple[str, int, Callable[[], Any], int | None]]:
+        policy, channel, symbol = self.policy, record.get("channel") or "", record.get("provider_symbol") or ""
+        checks = []
+        seq, scope = record.get("sequence"), record.get("sequence_scope")
+        if seq is not None and scope and scope != SCOPE_CONNECTION:
+            sparse = channel in policy.sparse_channels
+            counter = "seq" if scope == "key" else "sequence"
+            checks.append((f"{counter}||{channel}|{symbol}", seq,
+                           (lambda: MonotonicTracker(strict=True)) if sparse else self._contiguous, None))
+        trade_id = record.get("trade_id")
+        if policy.trade_ids and trade_id and str(trade_id).isdigit() and record.kind == "trade":
+            mode = policy.trade_ids
+            checks.append((f"trade_id||{channel}|{symbol}", int(trade_id),
+                           self._contiguous if mode == "contiguous" else (lambda: MonotonicTracker(strict=True)), None))
+        if (policy.event_time and not checks and record.get("event_time") is not None
+                and record.kind not in policy.no_event_time_kinds):
+            checks.append((f"event_time|{record.kind}|{channel}|{symbol}", record["event_time"],
+                           MonotonicTracker, _fingerprint(record)))
+        return checks
+
+    # ----- staleness -----
+    def _staleness(self, out: Emission, now_ns: int) -> None:
+        limit = self.settings.stale_after_s
+        if limit and self.session_up and self.last_recv_ns and not self.stale_reported \
+                and now_ns - self.last_recv_ns >= limit * 1e9:
+            self.stale_reported = True
+            out.alerts.append(self._alert(STALE, "connection", "activity", None, None, None,
+                                          span=(self.last_recv_ns, now_ns), detected=now_ns,
+                                          detail=f"no frame for {(now_ns - self.last_recv_ns) / 1e9:.1f}s"))
+        ilimit = self.settings.instrument_stale_after_s
+        if ilimit and self.session_up:
+            for symbol, seen in list(self.instrument_seen.items()):
+                if now_ns - seen >= ilimit * 1e9:
+                    del self.instrument_seen[symbol]
+                    alert = self._alert(STALE, "instrument", "activity", None, None, None,
+                                        span=(seen, now_ns), detected=now_ns, detail="instrument silent")
+                    alert["instrument"] = symbol
+                    out.alerts.append(alert)
+
+    # ----- alerts -----
+    def _alerts(self, out: Emission, findings: list[Finding], scope: str, counter: str,
+                raw: RawRecord | None, record: Record | None, channel: str | None = None) -> None:
+        for finding in findings:
+            out.alerts.append(self._alert(finding.kind, scope, counter, finding, raw, record, channel=channel))
+
+    def _alert(self, kind: str, scope: str, counter: str, finding: Finding | None, raw: RawRecord | None,
+               record: Record | None, channel: str | None = None, span: tuple | None = None,
+               detected: int | None = None, detail: str | None = None) -> Record:
+        alert = Record(ALERT_KIND, {
+            "kind": kind.upper(), "provider": self.provider, "scope": scope, "counter": counter,
+            "channel": channel, "conn": self.conn,
+            "session": raw.session if raw else (self.session or ""),
+            "frame_seq": raw.seq if raw else None,
+            "detected_time": detected or (raw.recv_ns if raw else (self.last_recv_ns or 0)),
+            "detail": detail,
+        })
+        if record is not None and scope == "instrument":
+            alert["instrument"], alert["provider_symbol"] = record.get("symbol"), record.get("provider_symbol")
+            alert["event_time"] = record.get("event_time")
+        if finding is not None:
+            alert.update(first_missing=finding.first, last_missing=finding.last, missing_count=finding.count,
+                         expected=finding.expected, observed=finding.observed, lateness=finding.lateness)
+        if span is not None:
+            alert["span_start"], alert["span_end"] = span
+        return alert
+
+
+def _record_to_json(record: Record) -> list:
+    return [record.kind, dict(record)]
+
+
+def _record_from_json(data: list) -> Record:
+    return Record(data[0], data[1])
+
+
+def _frame_to_json(frame: FrameItem) -> list:
+    return [frame.seq, frame.session, frame.recv_ns, [_record_to_json(r) for r in frame.records], frame.conn_counter]
+
+
+def _frame_from_json(data: list) -> FrameItem:
+    return FrameItem(data[0], data[1], data[2], [_record_from_json(r) for r in data[3]], data[4])
+
+
+def _fingerprint(record: Record) -> int:
+    """Identity of a record's content, origin excluded: the same message received twice matches."""
+    body = {k: v for k, v in record.items() if k not in ORIGIN_FIELDS}
+    return zlib.crc32(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str))
+
+
+class IntegrityStage:
+    """The integrity checks of one provider, across its connections."""
+
+    def __init__(self, provider: str, settings: IntegritySettings = IntegritySettings(), policy: Policy | None = None) -> None:
+        self.provider, self.settings = provider, settings
+        self.policy = policy or policy_for(provider)
+        self.connections: dict[str, ConnectionIntegrity] = {}
+
+    def connection(self, conn: str) -> ConnectionIntegrity:
+        state = self.connections.get(conn)
+        if state is None:
+            state = self.connections[conn] = ConnectionIntegrity(self.provider, conn, self.policy, self.settings)
+        return state
+
+    def on_frame(self, raw: RawRecord, records: list[Record], marks: Iterable[Any] = ()) -> Emission:
+        """A frame or marker and what normalization made of it (records, sequence marks)."""
+        counter = None
+        if self.policy.connection_counter:
+            for mark in marks:
+                if getattr(mark, "scope", None) == SCOPE_CONNECTION:
+                    counter = mark.value
+                    break
+            if counter is None:
+                counter = next((r.get("sequence") for r in records
+                                if r.get("sequence_scope") == SCOPE_CONNECTION and r.get("sequence") is not None), None)
+        return self.connection(raw.conn).on_raw(raw, records, counter)
+
+    def tick(self, now_ns: int) -> Emission:
+        out = Emission()
+        for state in self.connections.values():
+            out.extend(state.tick(now_ns))
+        return out
+
+    def close(self) -> Emission:
+        out = Emission()
+        for state in self.connections.values():
+            out.extend(state.close())
+        return out
