@@ -121,11 +121,7 @@ class Pipeline:
         result = FrameResult(raw, frame.records, frame.marks)
         for check in self.checks:
             check.check(result)
-        outputs = result.outputs
-        for rec in result.records:
-            value = rec.encoded if rec.encoded is not None else encode(rec.kind, rec)
-            outputs.append(Output(rec.kind, rec["symbol"].encode(), value, rec))
-        self._encode_alerts(result)
+        self._emit(result)
         if result.records:
             self.metrics.frames["records"].inc()
             counter = self.metrics.records
@@ -135,17 +131,33 @@ class Pipeline:
             self.metrics.frames["empty"].inc()
         return result
 
+    def finish(self) -> FrameResult:
+        """End of input (the end of a replay file): checks with a ``finish(result)`` method
+        release what they still hold into ``result`` (raw is None)."""
+        result = FrameResult(None)
+        for check in self.checks:
+            finish = getattr(check, "finish", None)
+            if finish is not None:
+                finish(result)
+        self._emit(result)
+        return result
+
     def _marker(self, raw: RawRecord) -> FrameResult:
         if raw.kind in (KIND_SESSION_START, KIND_SESSION_END):
             self.state.drop_connection(raw.conn)
         result = FrameResult(raw)
         for check in self.checks:
             check.check(result)
-        self._encode_alerts(result)
+        self._emit(result)
         self.metrics.frames["marker"].inc()
         return result
 
-    def _encode_alerts(self, result: FrameResult) -> None:
+    def _emit(self, result: FrameResult) -> None:
+        """Outputs for the records and alerts the checks left in ``result``."""
+        encode = self.encoder.encode
+        for rec in result.records:
+            value = rec.encoded if rec.encoded is not None else encode(rec.kind, rec)
+            result.outputs.append(Output(rec.kind, rec["symbol"].encode(), value, rec))
         for alert in result.alerts:
             value = self.encoder.encode(ALERT_KIND, alert)
             result.outputs.append(Output(ALERT_KIND, alert["provider"].encode(), value, alert))
@@ -168,7 +180,7 @@ class Pipeline:
         out_key = bytes(key) if key is not None else b""
         result.outputs.append(Output(DEAD_LETTER_KIND, out_key, self.encoder.encode(DEAD_LETTER_KIND, record),
                                      record, kafka_headers(record)))
-        self._encode_alerts(result)
+        self._emit(result)
         return result
 
 
