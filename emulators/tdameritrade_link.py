@@ -147,11 +147,20 @@ class StreamerLink:
                 return
             if self.session.user is None or time.monotonic() < self.stalled_until:
                 continue
-            for _ in range(due):
+            for i in range(due):
                 subs = self.session.subscribed()
                 if not subs or self.closed:
                     break
                 await self.event(self.rng.choice(subs)[1], subs)
+                if i % 16 == 15:
+                    await self.backpressure()
+
+    async def backpressure(self, limit: int = 1 << 18) -> None:
+        """Let the reader run, and wait while the socket's send buffer is full (rate 0 = as fast as the client reads)."""
+        await asyncio.sleep(0)
+        transport = self.request.transport
+        while transport is not None and not self.closed and transport.get_write_buffer_size() > limit:
+            await asyncio.sleep(0.005)
 
     async def announce(self) -> None:
         """First records right after SUBS/ADD: level-one images, books, account-activity greeting."""
@@ -236,9 +245,10 @@ class StreamerLink:
             if disconnect.fired():
                 await self.close("fault", plan.close_code)
                 return
-            if stall.fired() and plan.stall_for > 0:
+            if now >= self.stalled_until and stall.fired() and plan.stall_for > 0:
                 self.emu.journal.write("fault", self.conn, fault="stall", seconds=plan.stall_for)
                 self.stalled_until = now + plan.stall_for
+                stall.due += plan.stall_for          # the next stall is counted from the end of this one
             if now < self.stalled_until:
                 continue
             if plan.slow_client and now - self.login_at >= plan.slow_client:

@@ -61,7 +61,7 @@ class StreamerClient:
             url = f"ws://{body['streamerInfo']['streamerSocketUrl']}/ws"   # a bare host, as TDA gave it
         else:
             url = body["streamerInfo"][0]["streamerSocketUrl"]
-        self.ws = await websockets.connect(url, compression="deflate", max_size=None)
+        self.ws = await websockets.connect(url, compression="deflate", max_size=None, max_queue=None)
         return self
 
     def identity(self) -> dict:
