@@ -17,7 +17,7 @@ import tempfile
 from dataclasses import dataclass
 
 from tickpipe.avro import AvroEncoder
-from tickpipe.config import setting
+from tickpipe.config import ConfigError, setting
 from tickpipe.kafka import KafkaSettings, faust_broker_options
 from tickpipe.logs import get_logger
 from tickpipe.processors.batch import BatchProcessor, event_messages
@@ -41,6 +41,16 @@ class ProcessorSettings:
     auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
                                      help="where a new consumer group starts in the raw topics")
     data_dir: str = setting("", help="Faust data directory (default: a temporary directory)")
+    normalizers: str = setting("", help="provider=module:callable,... replacing built-in normalizers "
+                                        "(a site's own normalizer, or a test's)")
+
+    def normalizer_overrides(self) -> dict[str, str]:
+        from tickpipe.processors.normalizers import parse_overrides
+
+        try:
+            return parse_overrides(self.normalizers)
+        except ValueError as exc:
+            raise ConfigError(f"TICKPIPE_PROCESSOR_NORMALIZERS: {exc}") from None
 
 
 def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list[str],
@@ -73,10 +83,11 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         web_enabled=False,
     )
     encoder = encoder or AvroEncoder()
+    overrides = settings.normalizer_overrides()
     app.tickpipe_processors = {}
     for provider in providers:
         checks = checks_factory(provider) if checks_factory else ()
-        pipeline = Pipeline(provider, load_normalizer(provider), encoder, checks=checks)
+        pipeline = Pipeline(provider, load_normalizer(provider, overrides), encoder, checks=checks)
         processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix)
         app.tickpipe_processors[provider] = processor
         topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",

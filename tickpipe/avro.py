@@ -80,16 +80,21 @@ class Schema:
 class SchemaSet:
     """The shipped schemas by kind, by full name and by fingerprint."""
 
-    def __init__(self, schemas: list[Schema]) -> None:
+    def __init__(self, schemas: list[Schema], retired: list[Schema] = ()) -> None:
         self.by_kind = {s.kind: s for s in schemas}
         self.by_name = {s.name: s for s in schemas}
-        self.by_fingerprint = {s.fingerprint: s for s in schemas}
+        self.by_fingerprint = {s.fingerprint: s for s in [*retired, *schemas]}
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "SchemaSet":
-        """Every ``<kind>.avsc`` (``schemas/`` as installed, or ``directory``)."""
+        """Every ``<kind>.avsc`` (``schemas/`` as installed, or ``directory``), plus retired
+        versions ``<kind>@<anything>.avsc`` that old single-object data may still carry:
+        those are only writer schemas, read as the current version of the same name."""
         root = Path(directory) if directory else resources.files("tickpipe.schemas")
-        return cls([Schema.from_text((root / f"{kind}.avsc").read_text()) for kind in ALL_KINDS])
+        current = [Schema.from_text((root / f"{kind}.avsc").read_text()) for kind in ALL_KINDS]
+        retired = [Schema.from_text(p.read_text()) for p in sorted(root.iterdir(), key=lambda p: p.name)
+                   if p.name.endswith(".avsc") and "@" in p.name]
+        return cls(current, retired)
 
     def __getitem__(self, kind: str) -> Schema:
         return self.by_kind[kind]

@@ -7,6 +7,7 @@ topic-name strategy: ``<topic>-value``.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 
@@ -51,10 +52,12 @@ class SchemaRegistry:
     async def __aenter__(self) -> "SchemaRegistry":
         import aiohttp
 
+        headers = {"Accept": CONTENT_TYPE}
         user, password = self._auth
-        auth = aiohttp.BasicAuth(user, password.reveal() if password else "") if user else None
-        self._session = aiohttp.ClientSession(auth=auth, timeout=aiohttp.ClientTimeout(total=self._timeout_s),
-                                              headers={"Accept": CONTENT_TYPE})
+        if user:
+            pair = f"{user}:{password.reveal() if password else ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout_s), headers=headers)
         return self
 
     async def __aexit__(self, *exc) -> None:

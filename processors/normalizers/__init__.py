@@ -22,10 +22,21 @@ class NormalizerMissing(LookupError):
     """No normalizer is registered for the provider, or its module is not there yet."""
 
 
-def load_normalizer(provider: str) -> Normalizer:
-    """The normalizer function of ``provider``."""
+def parse_overrides(text: str) -> dict[str, str]:
+    """``"financefeast=my.module:normalize,alpaca=..."`` -> {provider: "module:callable"}."""
+    out = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        provider, _, target = item.partition("=")
+        if not target or ":" not in target:
+            raise ValueError(f"expected provider=module:callable, got {item!r}")
+        out[provider.strip()] = target.strip()
+    return out
+
+
+def load_normalizer(provider: str, overrides: dict[str, str] | None = None) -> Normalizer:
+    """The normalizer function of ``provider`` (``overrides`` win over :data:`NORMALIZERS`)."""
     try:
-        target = NORMALIZERS[provider]
+        target = (overrides or {}).get(provider) or NORMALIZERS[provider]
     except KeyError:
         raise NormalizerMissing(f"no normalizer registered for provider {provider!r}") from None
     module_name, _, attr = target.partition(":")
@@ -41,12 +52,12 @@ def load_normalizer(provider: str) -> Normalizer:
         raise NormalizerMissing(f"{module_name} has no {attr}") from None
 
 
-def available_providers() -> list[str]:
+def available_providers(overrides: dict[str, str] | None = None) -> list[str]:
     """Provider ids whose normalizer can be loaded."""
     out = []
     for provider in NORMALIZERS:
         try:
-            load_normalizer(provider)
+            load_normalizer(provider, overrides)
         except NormalizerMissing:
             continue
         out.append(provider)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 
 from tickpipe.providers import PROVIDERS
 
@@ -23,7 +25,7 @@ def add_parser(sub) -> None:
 def run(args, ctx) -> int:
     from tickpipe.kafka import KafkaSettings
     from tickpipe.processors.app import ProcessorSettings
-    from tickpipe.processors.normalizers import available_providers
+    from tickpipe.processors.normalizers import NormalizerMissing, available_providers, load_normalizer
     from tickpipe.schema_registry import AvroSettings
     from tickpipe.service import OpsSettings, run_service
     from tickpipe.topics import TopicSettings
@@ -33,12 +35,26 @@ def run(args, ctx) -> int:
     processor = ctx.section(ProcessorSettings, "processor")
     avro = ctx.section(AvroSettings, "avro")
     ops = ctx.section(OpsSettings, "ops", port=args.ops_port)
-    providers = list(args.providers or available_providers())
+    providers = list(args.providers or available_providers(processor.normalizer_overrides()))
     if not providers:
-        print("tickpipe process: no provider normalizer is installed", flush=True)
+        print("tickpipe process: no provider normalizer is installed", file=sys.stderr)
         return 2
+    try:
+        for provider in providers:
+            load_normalizer(provider, processor.normalizer_overrides())
+    except NormalizerMissing as exc:
+        print(f"tickpipe process: {exc}", file=sys.stderr)
+        return 2
+    _quiet_faust(ops.log_level)
     return run_service(lambda stop: _main(stop, kafka, topics, processor, avro, ops, providers),
                        grace_s=ops.shutdown_grace_s)
+
+
+def _quiet_faust(level: str) -> None:
+    """Faust and mode log every service start/stop at INFO; keep them at WARNING unless debugging."""
+    if level != "DEBUG":
+        for name in ("faust", "mode", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 async def _encoder(avro, kafka, providers):
@@ -88,10 +104,19 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers) -
                 await asyncio.sleep(0.1)
         if state["assigned"]:
             print_ready(providers=providers, ops_port=ops.port if ops else None, wire_format=encoder.wire_format)
-        await stop.wait()
+        code = 0
+        while not stop.is_set():
+            if app.crashed or app.should_stop:
+                log.error("processor app stopped by itself", reason=repr(app.crash_reason))
+                code = 1
+                break
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except asyncio.TimeoutError:
+                pass
         log.info("processor stopping")
         await app.stop()
-        return 0
+        return code
     finally:
         if ops is not None:
             await ops.stop()
