@@ -76,7 +76,10 @@ The hooks, in the order the loop calls them
 Other class attributes: ``provider`` (a provider id), ``settings_class`` (the provider
 section dataclass, read with ``load_section(settings_class, section_name(provider))``),
 ``content_type`` (for text frames; binary frames default to ``application/msgpack``;
-override ``content_type_of(frame)`` for anything else).
+override ``content_type_of(frame)`` for anything else), ``loop_defaults`` (provider-specific
+defaults for section ``producer``, e.g. ``{"stale_after_s": 30.0}`` for a feed with 10 s
+heartbeats; the config file and ``TICKPIPE_PRODUCER_*`` still win). The adapter is built as
+``cls(provider_settings, loop_settings)``; ``self.settings`` and ``self.loop_settings`` hold them.
 
 ``Session`` gives adapters: ``send(text|bytes)``, ``send_json(obj)``, ``recv(timeout=)``,
 ``recv_json(timeout=)`` (JSON-decodes a recorded frame; raises ``FeedError`` on garbage),
@@ -174,12 +177,15 @@ class FeedAdapter:
     settings_class: ClassVar[type | None] = None
     content_type: ClassVar[str] = CT_JSON
     keepalive_interval_s: ClassVar[float | None] = None
+    loop_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, settings: Any, loop_settings: Any = None) -> None:
+        import dataclasses
+
         from tickpipe.producers.settings import ProducerSettings
 
         self.settings = settings
-        self.loop_settings = loop_settings or ProducerSettings()
+        self.loop_settings = loop_settings or dataclasses.replace(ProducerSettings(), **self.loop_defaults)
 
     # ----- required -----
     async def connect(self) -> Transport:

@@ -1,7 +1,8 @@
 """The bounded produce buffer: records waiting for Kafka, dropped oldest-first with exact accounting.
 
 The bound counts records (and bytes) buffered *and* in flight. Past it, the oldest buffered
-*frame* is dropped; markers are never dropped. Each drop is added to an open
+*frame* is dropped (reason ``buffer_full``); markers are never dropped. A frame Kafka can never
+take (larger than the broker allows) is dropped too (reason ``too_large``). Each drop is added to an open
 :class:`PendingLoss`, itself a record in the buffer (appended when the first frame of an
 episode is dropped, so its ``tp-seq`` keeps the topic in order). It is finalized into a
 ``loss`` marker when it is taken for sending; drops after that open a new one.
@@ -31,8 +32,10 @@ class PendingLoss:
     bytes: int = 0
     first_recv_ns: int = 0
     last_recv_ns: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
 
-    def add(self, record: RawRecord) -> None:
+    def add(self, record: RawRecord, reason: str = "buffer_full") -> None:
+        self.reasons[reason] = self.reasons.get(reason, 0) + 1
         if self.ranges and self.ranges[-1][1] + 1 == record.seq:
             self.ranges[-1][1] = record.seq
         else:
@@ -45,7 +48,8 @@ class PendingLoss:
         self.last_recv_ns = record.recv_ns
 
     def to_record(self) -> RawRecord:
-        payload = encode_marker(KIND_LOSS, reason="buffer_full", dropped_frames=self.frames, dropped_bytes=self.bytes,
+        payload = encode_marker(KIND_LOSS, reason=",".join(sorted(self.reasons)), reasons=self.reasons,
+                                dropped_frames=self.frames, dropped_bytes=self.bytes,
                                 ranges=self.ranges, sessions=self.sessions, first_recv_ns=self.first_recv_ns,
                                 last_recv_ns=self.last_recv_ns)
         return RawRecord(self.provider, self.conn, self.session, self.seq, time.time_ns(), payload, CT_JSON, KIND_LOSS)
@@ -106,13 +110,21 @@ class ProduceBuffer:
             return None
         victim = self._items.popleft() if index == 0 else self._pop_at(index)
         self.bytes -= item_size(victim)
+        self._account(victim, "buffer_full")
+        return victim
+
+    def _account(self, victim: RawRecord, reason: str) -> None:
         if self._open_loss is None:
             self._open_loss = self._new_loss()
             self._items.append(self._open_loss)
             self.bytes += item_size(self._open_loss)
-        self._open_loss.add(victim)
+        self._open_loss.add(victim, reason)
         self.dropped_frames += 1
-        return victim
+
+    def reject(self, record: RawRecord) -> None:
+        """An in-flight frame Kafka will never take: settle it and account it as lost (``too_large``)."""
+        self.settle([record])
+        self._account(record, "too_large")
 
     def _pop_at(self, index: int) -> Item:
         item = self._items[index]

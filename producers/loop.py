@@ -13,22 +13,17 @@ import random
 import time
 from dataclasses import dataclass
 
-import orjson
-
 from tickpipe.config import redact
 from tickpipe.envelope import KIND_SESSION_END, KIND_SESSION_START
 from tickpipe.logs import get_logger
 from tickpipe.producers import metrics
 from tickpipe.producers.backoff import auth_retry_delay, full_jitter
-from tickpipe.producers.base import AuthError, FeedAdapter, FeedError, ResyncTarget, Transport, TransportClosed, dumps
+from tickpipe.producers.base import AuthError, FeedAdapter, ResyncTarget, Transport, TransportClosed
 from tickpipe.producers.recorder import Recorder, RecordSink
+from tickpipe.producers.session import FeedStale, LiveSession
 from tickpipe.producers.settings import ProducerSettings
 
 log = get_logger("tickpipe.producer")
-
-
-class FeedStale(FeedError):
-    """No frame arrived within ``stale_after_s``."""
 
 
 class _Stopped(Exception):
@@ -43,41 +38,6 @@ class SessionEnd:
     error: str = ""
     subscribed: bool = False
     duration_s: float = 0.0
-
-
-class LiveSession:
-    """The :class:`~tickpipe.producers.base.Session` the loop hands to its adapter."""
-
-    def __init__(self, loop: "ConnectionLoop", transport: Transport, session_id: str, attempt: int) -> None:
-        self._loop, self.transport, self.session_id, self.attempt = loop, transport, session_id, attempt
-        self.settings = loop.adapter.settings
-        self.frames = 0
-
-    async def send(self, data: str | bytes) -> None:
-        await self.transport.send(data)
-
-    async def send_json(self, obj) -> None:
-        await self.transport.send(dumps(obj))
-
-    async def recv(self, timeout: float | None = None) -> str | bytes:
-        loop = self._loop
-        await loop.sink.wait_for_room()
-        limit = timeout if timeout is not None else loop.settings.stale_after_s
-        try:
-            async with asyncio.timeout(limit):
-                frame = await self.transport.recv()
-        except TimeoutError:
-            raise FeedStale(f"no frame for {limit:g}s") from None
-        self.frames += 1
-        loop.recorder.frame(frame, loop.adapter.content_type_of(frame))
-        return frame
-
-    async def recv_json(self, timeout: float | None = None):
-        frame = await self.recv(timeout)
-        try:
-            return orjson.loads(frame)
-        except orjson.JSONDecodeError:
-            raise FeedError(f"expected a JSON frame, got {len(frame)} bytes that are not JSON") from None
 
 
 class ConnectionLoop:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from typing import Mapping
 
-from tickpipe.config import setting
+from tickpipe.config import env_name, load_section, setting
 
+SECTION = "producer"
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
 
 
@@ -37,3 +40,18 @@ class ProducerSettings:
     max_request_bytes: int = setting(32 * 1024 * 1024, minimum=1024, help="largest Kafka produce request")
     chunk_records: int = setting(1000, minimum=1, help="records handed to the Kafka client per round")
     flush_timeout_s: float = setting(15.0, minimum=0, help="time allowed to flush on shutdown")
+
+
+def loop_settings_for(adapter_cls, file_data: Mapping | None = None, env: Mapping[str, str] | None = None) -> ProducerSettings:
+    """Section ``producer`` with the adapter's ``loop_defaults`` in place of the built-in defaults.
+
+    Precedence, lowest first: built-in default, ``adapter_cls.loop_defaults``, ``--config`` file, environment.
+    """
+    env = os.environ if env is None else env
+    settings = load_section(ProducerSettings, SECTION, file_data=file_data, env=env)
+    configured = set((file_data or {}).get(SECTION) or {})
+    kept = {name: value for name, value in (getattr(adapter_cls, "loop_defaults", None) or {}).items()
+            if env_name(SECTION, name) not in env and name not in configured and name.replace("_", "-") not in configured}
+    if not kept:
+        return settings
+    return load_section(ProducerSettings, SECTION, file_data=file_data, env=env, overrides=kept)

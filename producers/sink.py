@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tickpipe.envelope import KIND_LOSS, RawRecord
+from tickpipe.envelope import KIND_FRAME, KIND_LOSS, RawRecord
 from tickpipe.kafka import KafkaSettings, client_kwargs
 from tickpipe.logs import get_logger
 from tickpipe.producers import metrics
@@ -27,6 +27,7 @@ from tickpipe.producers.buffer import PendingLoss, ProduceBuffer
 from tickpipe.producers.settings import ProducerSettings
 
 log = get_logger("tickpipe.producer.sink")
+TOO_LARGE = ("MessageSizeTooLargeError", "RecordTooLargeError", "RecordListTooLargeError")
 
 
 class KafkaSink:
@@ -39,7 +40,8 @@ class KafkaSink:
         self._overflow = False
         self._producer = None
         self._pump_task: asyncio.Task | None = None
-        self._closing = False
+        self._dropping = False
+        self._outage_since: float | None = None
         self.pauses = 0
         self.delivered = 0
         self._m = {name: getattr(metrics, name).labels(provider) for name in (
@@ -52,7 +54,8 @@ class KafkaSink:
         dropped = self.buffer.append(record)
         if dropped:
             self._m["frames_dropped"].inc(len(dropped))
-            if self.buffer.dropped_frames == len(dropped):
+            if not self._dropping:
+                self._dropping = True
                 log.warning("buffer full: dropping oldest frames (a loss marker will record them)",
                             provider=self.provider, bound_frames=self.buffer.max_frames)
         self._gauges()
@@ -88,7 +91,6 @@ class KafkaSink:
 
     async def close(self, timeout: float | None = None) -> int:
         """Flush what was accepted, then stop. Returns how many records could not be delivered."""
-        self._closing = True
         self._wake.set()
         timeout = self.settings.flush_timeout_s if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -121,10 +123,12 @@ class KafkaSink:
                 if failed:
                     self.buffer.give_back(failed)
                     self._m["produce_retries"].inc(len(failed))
+                    self._kafka_trouble(f"{len(failed)} records not acknowledged")
                     failures += 1
                     await asyncio.sleep(min(2.0, 0.1 * 2 ** min(failures, 5)))
                 else:
                     failures = 0
+                    self._kafka_fine()
                 self._gauges()
                 if self.buffer.fill() <= self.settings.resume_at_fill:
                     self._room.set()
@@ -132,8 +136,7 @@ class KafkaSink:
                 raise
             except Exception as exc:  # never let the pump die: log, back off, go on
                 failures += 1
-                log.warning("Kafka produce round failed; retrying", provider=self.provider,
-                            error=f"{type(exc).__name__}: {exc}")
+                self._kafka_trouble(f"{type(exc).__name__}: {exc}")
                 await self._stop_producer()
                 await asyncio.sleep(min(2.0, 0.1 * 2 ** min(failures, 5)))
 
@@ -172,6 +175,8 @@ class KafkaSink:
                 fut = await self._producer.send(self.topic, value=record.payload, key=record.key,
                                                 headers=record.headers(), timestamp_ms=record.recv_ns // 1_000_000)
             except Exception as exc:
+                if self._rejected(record, exc):
+                    continue
                 log.debug("Kafka send failed", error=f"{type(exc).__name__}: {exc}")
                 failed = chunk[i:]
                 break
@@ -181,7 +186,8 @@ class KafkaSink:
         done: list[RawRecord] = []
         for (record, _), result in zip(pending, results):
             if isinstance(result, BaseException):
-                failed.append(record)
+                if not self._rejected(record, result):
+                    failed.append(record)
                 continue
             done.append(record)
             self._m["produce_latency"].observe(max(0, now_ns - record.recv_ns) / 1e9)
@@ -195,10 +201,33 @@ class KafkaSink:
         self._m["frames_produced"].inc(len(done))
         self.delivered += len(done)
         self.buffer.settle(done)
-        if failed:
-            log.warning("Kafka did not take records; they stay buffered", provider=self.provider,
-                        failed=len(failed), buffered=self.buffer.total_count)
         return failed
+
+    def _kafka_trouble(self, error: str) -> None:
+        """Log the start of a Kafka outage once (then debug until it is over)."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning("Kafka is not taking records: buffering, reads pause past the high watermark",
+                        provider=self.provider, topic=self.topic, error=error, buffered=self.buffer.total_count)
+        else:
+            log.debug("Kafka still not taking records", provider=self.provider, error=error)
+
+    def _kafka_fine(self) -> None:
+        if self._outage_since is not None:
+            log.info("Kafka takes records again", provider=self.provider, outage_s=round(time.monotonic() - self._outage_since, 3),
+                     dropped_so_far=self.buffer.dropped_frames)
+            self._outage_since = None
+            self._dropping = False
+
+    def _rejected(self, record: RawRecord, exc: BaseException) -> bool:
+        """A frame too large for Kafka is dropped with accounting; retrying it would block the connection."""
+        if type(exc).__name__ not in TOO_LARGE or record.kind != KIND_FRAME:
+            return False
+        self.buffer.reject(record)
+        self._m["frames_dropped"].inc()
+        log.error("Kafka refused a frame as too large; dropped, a loss marker records it", provider=self.provider,
+                  seq=record.seq, size=len(record.payload), error=type(exc).__name__)
+        return True
 
     def _gauges(self) -> None:
         b = self.buffer

@@ -180,7 +180,10 @@ async def read_raw(kafka, provider: str, until, timeout: float = 15.0) -> list[R
         while not until(records) and asyncio.get_running_loop().time() < deadline:
             batches = await consumer.getmany(timeout_ms=300)
             for batch in batches.values():
-                records += [RawRecord.from_kafka(m.key, m.value, m.headers) for m in batch]
+                for m in batch:
+                    record = RawRecord.from_kafka(m.key, m.value, m.headers)
+                    assert m.key == record.conn.encode(), "the Kafka key must be the connection id"
+                    records.append(record)
     finally:
         await consumer.stop()
     return records

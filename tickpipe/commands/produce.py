@@ -43,7 +43,7 @@ def run(args, ctx) -> int:
     from tickpipe.children import print_ready
     from tickpipe.kafka import KafkaSettings
     from tickpipe.producers.runner import Producer, default_conn_id
-    from tickpipe.producers.settings import ProducerSettings
+    from tickpipe.producers.settings import loop_settings_for
     from tickpipe.service import OpsServer, OpsSettings, run_service
 
     if not args.adapter and args.provider not in PROVIDERS:
@@ -54,7 +54,7 @@ def run(args, ctx) -> int:
     except (ValueError, LookupError, ImportError, AttributeError) as exc:
         print(f"tickpipe produce: {exc}", file=sys.stderr)
         return 2
-    loop_settings = ctx.section(ProducerSettings, "producer")
+    loop_settings = loop_settings_for(cls, ctx.file_data)
     provider_settings = ctx.section(cls.settings_class, section_name(args.provider)) if cls.settings_class else None
     kafka = ctx.section(KafkaSettings, "kafka")
     ops_settings = ctx.section(OpsSettings, "ops", port=args.ops_port)
