@@ -135,6 +135,12 @@ class Outbox:
     def flush(self) -> list[Any]:
         return self._release([])
 
+    @property
+    def held_ids(self) -> dict | None:
+        """ids of the message held back for a swap (None if none): a feed whose only order
+        check is per instrument makes the next message the same instrument's, so the swap shows."""
+        return self._held[1] if self._held is not None else None
+
     def abandon(self) -> None:
         """The connection is gone: journal a message still held back as lost, not sent."""
         if self._held is not None:
