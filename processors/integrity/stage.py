@@ -219,7 +219,8 @@ class ConnectionIntegrity:
             checks.append((f"{counter}||{channel}|{symbol}", seq,
                            (lambda: MonotonicTracker(strict=True)) if sparse else self._contiguous, None))
         trade_id = record.get("trade_id")
-        if policy.trade_ids and trade_id and str(trade_id).isdigit() and record.kind == "trade":
+        if (policy.trade_ids and trade_id and str(trade_id).isdigit() and record.kind == "trade"
+                and record.get("action", "new") == "new"):  # corrections/cancels are not in the id sequence
             mode = policy.trade_ids
             checks.append((f"trade_id||{channel}|{symbol}", int(trade_id),
                            self._contiguous if mode == "contiguous" else (lambda: MonotonicTracker(strict=True)), None))
