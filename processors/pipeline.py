@@ -81,8 +81,8 @@ class Pipeline:
         self.metrics = ProviderMetrics(provider)
 
     @classmethod
-    def for_provider(cls, provider: str, **kwargs) -> "Pipeline":
-        return cls(provider, load_normalizer(provider), **kwargs)
+    def for_provider(cls, provider: str, overrides: dict[str, str] | None = None, **kwargs) -> "Pipeline":
+        return cls(provider, load_normalizer(provider, overrides), **kwargs)
 
     def handle(self, key: bytes | None, value: bytes | None, headers, source: Source = Source()) -> FrameResult:
         """One consumed raw record, as Kafka gives it."""

@@ -25,13 +25,15 @@ def add_parser(sub) -> None:
 
 
 def run(args, ctx) -> int:
+    from tickpipe.processors.app import ProcessorSettings
     from tickpipe.processors.normalizers import NormalizerMissing
     from tickpipe.processors.pipeline import Pipeline
     from tickpipe.processors.rawfile import RawFileError
     from tickpipe.processors.replay import replay
 
+    overrides = ctx.section(ProcessorSettings, "processor").normalizer_overrides()
     try:
-        pipeline = Pipeline.for_provider(args.provider)
+        pipeline = Pipeline.for_provider(args.provider, overrides)
     except NormalizerMissing as exc:
         print(f"tickpipe replay: {exc}", file=sys.stderr)
         return 2

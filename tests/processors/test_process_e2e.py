@@ -1,0 +1,126 @@
+"""``tickpipe process`` as a real process on the real broker: raw topic -> Faust -> clean topics.
+
+Raw records are produced exactly as ``tickpipe/envelope.py`` says; the clean topics are
+decoded with the shipped schemas. The normalizer is the worked example of
+``processors/normalizers/base.py`` (plugged in with TICKPIPE_PROCESSOR_NORMALIZERS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+from tickpipe.avro import AvroReader
+from tickpipe.children import Child, tickpipe_command
+from tickpipe.envelope import KIND_SESSION_START, RawRecord
+from tickpipe.kafka import client_kwargs
+from tickpipe.topics import dlq_topic, raw_topic, tick_topic
+
+REPO = Path(__file__).resolve().parents[2]
+PRICE = '{"type":"price","data":{"date":"2021-09-29T09:35:5%d","price":%s,"volume":%s,"symbol":"%s"}}'
+
+
+def process_child(kafka_settings, tmp_path, name: str) -> Child:
+    env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+           "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
+           "TICKPIPE_PROCESSOR_APP_ID": f"proc-{kafka_settings.topic_prefix}",
+           "TICKPIPE_PROCESSOR_SESSION_TIMEOUT_S": "6", "TICKPIPE_PROCESSOR_HEARTBEAT_INTERVAL_S": "1",
+           "TICKPIPE_PROCESSOR_NORMALIZERS": "financefeast=tests.processors.example_normalizer:normalize",
+           "TICKPIPE_TOPICS_RAW_PARTITIONS": "2", "TICKPIPE_TOPICS_TICK_PARTITIONS": "2",
+           "TICKPIPE_OPS_PORT": "0", "PYTHONPATH": str(REPO)}
+    return Child(tickpipe_command("process", "--providers", "financefeast"), name,
+                 log_file=tmp_path / f"{name}.log", env=env, ready_timeout=40)
+
+
+async def produce(kafka_settings, records: list[tuple[bytes | None, bytes, list]]) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(**client_kwargs(kafka_settings), acks="all")
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(raw_topic("financefeast", kafka_settings.topic_prefix), value,
+                                         key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def consume(kafka_settings, topics: list[str], want: int, settle_s: float = 0.0, timeout: float = 40.0) -> list:
+    """Decoded records of ``topics`` once ``want`` arrived (then ``settle_s`` more for stragglers)."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, **client_kwargs(kafka_settings), group_id=None,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    reader, got = AvroReader(), []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(got) < want:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                got += [(m.topic, m.key, reader.decode(m.value), m.headers) for m in batch]
+        settle_until = time.monotonic() + settle_s
+        while time.monotonic() < settle_until:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                got += [(m.topic, m.key, reader.decode(m.value), m.headers) for m in batch]
+    finally:
+        await consumer.stop()
+    return got
+
+
+def frame(seq: int, payload: str, kind: str = "frame", session: str = "s1") -> tuple[bytes, bytes, list]:
+    raw = RawRecord("financefeast", "ff-0", session, seq, 1_700_000_000_000_000_000 + seq, payload.encode(), kind=kind)
+    return raw.key, raw.payload, raw.headers()
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(kafka_settings, tmp_path):
+    prefix = kafka_settings.topic_prefix
+    trades, dlq = tick_topic("trade", prefix), dlq_topic("financefeast", prefix)
+    bad_headers = [("tp-provider", b"financefeast"), ("tp-conn", b"ff-0")]
+    with process_child(kafka_settings, tmp_path, "process-1") as child:
+        ops_port = child.ready["ops_port"]
+        asyncio.run(produce(kafka_settings, [
+            frame(1, '{"event":"session_start"}', KIND_SESSION_START),
+            frame(2, '{"type":"authenticated","data":{"message":"ok"}}'),
+            frame(3, PRICE % (1, "3.0400", "181123", "NZB.NZ")),
+            frame(4, '{"type":"price","data":'),
+            frame(5, PRICE % (2, "0.00000001", "2.50", "AIR.NZ")),
+            (b"ff-0", b"no envelope", bad_headers),
+            frame(6, PRICE % (3, "3.05", "7", "NZB.NZ")),
+        ]))
+        got = asyncio.run(consume(kafka_settings, [trades, dlq], want=5))
+        assert http_get(ops_port, "/readyz")[0] == 200
+        _, metrics = http_get(ops_port, "/metrics")
+        child.signal(signal.SIGTERM)
+        assert child.process.wait(20) == 0
+    ticks = sorted((r for t, _, r, _ in got if t == trades), key=lambda r: r["frame_seq"])
+    assert [(r.name, r["symbol"], r["price"], r["size"], r["frame_seq"], r["session"]) for r in ticks] == [
+        ("Trade", "NZB.NZ", "3.0400", "181123", 3, "s1"), ("Trade", "AIR.NZ", "0.00000001", "2.50", 5, "s1"),
+        ("Trade", "NZB.NZ", "3.05", "7", 6, "s1")]
+    assert ticks[0]["recv_time"] == 1_700_000_000_000_000_003 and ticks[0]["event_time"] == 1632908151000000000
+    assert {(k, r["symbol"]) for t, k, r, _ in got if t == trades} == {(b"NZB.NZ", "NZB.NZ"), (b"AIR.NZ", "AIR.NZ")}
+    dead = sorted((r for t, _, r, _ in got if t == dlq), key=lambda r: r["error_kind"])
+    assert [(d["error_kind"], d["payload"]) for d in dead] == [
+        ("envelope", b"no envelope"), ("parse", b'{"type":"price","data":')]
+    assert dead[1]["frame_seq"] == 4 and dead[1]["conn"] == "ff-0"
+    assert [(h["key"], h["value"]) for h in dead[0]["headers"]] == bad_headers
+    assert 'tickpipe_processor_dead_letters_total{error_kind="parse",provider="financefeast"} 1.0' in metrics
+    assert 'tickpipe_processor_records_total{kind="trade",provider="financefeast"} 3.0' in metrics
+
+    # Offsets were committed: a new process of the same group continues after them.
+    with process_child(kafka_settings, tmp_path, "process-2"):
+        asyncio.run(produce(kafka_settings, [frame(7, PRICE % (4, "9.99", "1", "FBU.NZ"))]))
+        got = asyncio.run(consume(kafka_settings, [trades], want=4, settle_s=2.0))
+    assert sorted(r["frame_seq"] for _, _, r, _ in got) == [3, 5, 6, 7]
+    assert os.path.exists(tmp_path / "process-2.log")
