@@ -9,6 +9,7 @@ import helm_python
 import pytest
 import yaml
 
+from tests.deploy import settings_catalog
 from tests.deploy.chart import (CHART_DIR, NAMESPACE, ROOT, by_kind, full_values, kubernetes_errors,
                                 one, pod_specs, render)
 
@@ -60,7 +61,7 @@ def test_one_producer_deployment_per_connection_one_replica_recreate(full_manife
         assert deployment["spec"]["replicas"] == 1
         assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     container = producers[1]["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["produce", "coinbase-exchange"]
+    assert container["args"] == ["produce", "coinbase-exchange", "--connection-id", "coinbase-exchange"]
     assert {"secretRef": {"name": "coinbase-exchange-credentials"}} in container["envFrom"]
     assert container["resources"]["limits"]["memory"] == "1Gi"
 
@@ -87,6 +88,8 @@ def test_keda_scaled_object_replaces_the_hpa(full_manifests):
     assert trigger["metadata"]["bootstrapServers"] == "kafka-0.kafka:9093,kafka-1.kafka:9093"
     assert trigger["metadata"]["allowIdleConsumers"] == "false"
     assert trigger["authenticationRef"] == {"name": "kafka-sasl-auth"}
+    processor_env = one(full_manifests, "Deployment", PROCESSOR)["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TICKPIPE_PROCESSOR_APP_ID", "value": "tickpipe-processor"} in processor_env
 
 
 def test_fixed_replicas_without_autoscaling(chart):
@@ -121,6 +124,15 @@ def test_configmap_maps_values_to_tickpipe_variables(full_manifests):
     assert data["TICKPIPE_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
     assert data["TICKPIPE_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
     assert data["TICKPIPE_OPS_PORT"] == "9400"
+
+
+def test_every_variable_the_chart_sets_is_a_tickpipe_setting(default_manifests, full_manifests):
+    known = settings_catalog.variables()
+    for manifests in (default_manifests, full_manifests):
+        names = set(one(manifests, "ConfigMap", "rel-tickpipe")["data"])
+        for _name, spec in pod_specs(manifests):
+            names |= {e["name"] for e in spec["containers"][0].get("env", [])}
+        assert sorted(names - set(known)) == []
 
 
 def test_kafka_tls_and_sasl_files_come_from_secrets(full_manifests):
@@ -240,3 +252,14 @@ def test_schema_rejects_broken_values(chart, values, complaint):
         chart.validate_schema(values)
     with pytest.raises(helm_python.HelmValuesError):
         render(chart, values)  # an install or upgrade refuses them the same way
+
+
+def test_oauthbearer_token_is_mounted_from_its_secret(chart):
+    manifests = render(chart, {"kafka": {"securityProtocol": "SASL_SSL", "sasl": {
+        "mechanism": "OAUTHBEARER", "oauthTokenSecret": {"name": "kafka-oauth", "key": "token"}}}})
+    data = one(manifests, "ConfigMap", "rel-tickpipe")["data"]
+    assert data["TICKPIPE_KAFKA_SASL_OAUTH_TOKEN_FILE"] == "/etc/tickpipe/kafka-oauth/token"
+    assert "TICKPIPE_KAFKA_SASL_PASSWORD_FILE" not in data
+    spec = one(manifests, "Deployment", PROCESSOR)["spec"]["template"]["spec"]
+    assert {"name": "kafka-oauth", "mountPath": "/etc/tickpipe/kafka-oauth", "readOnly": True} in spec["containers"][0]["volumeMounts"]
+    assert kubernetes_errors(manifests) == []

@@ -72,6 +72,9 @@ TICKPIPE_KAFKA_SASL_USERNAME: {{ $k.sasl.username | quote }}
 {{- if $k.sasl.passwordSecret.name }}
 TICKPIPE_KAFKA_SASL_PASSWORD_FILE: "/etc/tickpipe/kafka-sasl/{{ $k.sasl.passwordSecret.key }}"
 {{- end }}
+{{- if $k.sasl.oauthTokenSecret.name }}
+TICKPIPE_KAFKA_SASL_OAUTH_TOKEN_FILE: "/etc/tickpipe/kafka-oauth/{{ $k.sasl.oauthTokenSecret.key }}"
+{{- end }}
 {{- end }}
 TICKPIPE_OPS_HOST: "0.0.0.0"
 TICKPIPE_OPS_PORT: {{ .Values.opsPort | quote }}
@@ -111,6 +114,13 @@ TICKPIPE_OPS_PORT: {{ .Values.opsPort | quote }}
     defaultMode: 0400
     items: [{key: {{ $k.sasl.passwordSecret.key | quote }}, path: {{ $k.sasl.passwordSecret.key | quote }}}]
 {{- end }}
+{{- if and (hasPrefix "SASL_" $k.securityProtocol) $k.sasl.oauthTokenSecret.name }}
+- name: kafka-oauth
+  secret:
+    secretName: {{ $k.sasl.oauthTokenSecret.name }}
+    defaultMode: 0400
+    items: [{key: {{ $k.sasl.oauthTokenSecret.key | quote }}, path: {{ $k.sasl.oauthTokenSecret.key | quote }}}]
+{{- end }}
 {{- end }}
 
 {{- define "tickpipe.volumeMounts" -}}
@@ -125,6 +135,9 @@ TICKPIPE_OPS_PORT: {{ .Values.opsPort | quote }}
 {{- end }}
 {{- if and (hasPrefix "SASL_" $k.securityProtocol) $k.sasl.passwordSecret.name }}
 - {name: kafka-sasl, mountPath: /etc/tickpipe/kafka-sasl, readOnly: true}
+{{- end }}
+{{- if and (hasPrefix "SASL_" $k.securityProtocol) $k.sasl.oauthTokenSecret.name }}
+- {name: kafka-oauth, mountPath: /etc/tickpipe/kafka-oauth, readOnly: true}
 {{- end }}
 {{- end }}
 
