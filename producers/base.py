@@ -49,8 +49,9 @@ The hooks, in the order the loop calls them
    failure; :class:`AuthError` if the failure is a credential rejection (e.g. HTTP 401).
    ``open_websocket(url, loop_settings, headers=..., **kw)`` (:mod:`~tickpipe.producers.transport`)
    gives a websocket transport with WebSocket ping/pong done by the library. A socket.io
-   adapter implements :class:`Transport` itself (``recv`` returns each event verbatim as
-   text, content type ``CT_SOCKETIO``).
+   adapter wraps its client in ``QueueTransport(send=..., close=...)`` (same module): its
+   event handlers ``push()`` each event as text (content type ``CT_SOCKETIO``) and call
+   ``closed(code, reason)`` on disconnect; or it implements :class:`Transport` itself.
 2. The loop writes a ``session_start`` marker (new session id).
 3. ``await authenticate(session)`` -- send credentials, read the answer with
    ``session.recv()``/``recv_json()``; raise ``AuthError(msg, permanent=True)`` when the

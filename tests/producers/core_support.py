@@ -82,6 +82,7 @@ class FeedServer:
         self.streaming = asyncio.Event()
         self.streaming.set()
         self.refuse = False
+        self.upgrade_status: int | None = None   # answer the HTTP upgrade with this status instead
         self._server = None
 
     @property
@@ -89,7 +90,7 @@ class FeedServer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     async def __aenter__(self) -> "FeedServer":
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._upgrade)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -100,6 +101,12 @@ class FeedServer:
     async def drop_all(self, code: int = 1011, reason: str = "injected drop") -> None:
         for conn in list(self.connections):
             await conn.ws.close(code, reason)
+
+    def _upgrade(self, connection: ServerConnection, request):
+        if self.upgrade_status:
+            self.connections.append(FeedConnection(connection))
+            return connection.respond(self.upgrade_status, "refused\n")
+        return None
 
     async def _handle(self, ws: ServerConnection) -> None:
         conn = FeedConnection(ws)
@@ -122,6 +129,8 @@ class FeedServer:
                 elif doc.get("action") == "subscribe":
                     conn.subscribed.update(doc["symbols"])
                     await self._send(conn, json.dumps({"T": "subscription", "symbols": sorted(conn.subscribed)}))
+                elif doc.get("action") == "ping":
+                    await self._send(conn, '{"T":"pong"}')
                 elif doc.get("action") == "unsubscribe":
                     conn.subscribed.difference_update(doc["symbols"])
         except ConnectionClosed:
