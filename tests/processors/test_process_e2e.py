@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.processors.support import produce
 from tickpipe.avro import AvroReader
 from tickpipe.children import Child, tickpipe_command
 from tickpipe.envelope import KIND_SESSION_START, RawRecord
@@ -34,19 +35,6 @@ def process_child(kafka_settings, tmp_path, name: str) -> Child:
            "TICKPIPE_OPS_PORT": "0", "PYTHONPATH": str(REPO)}
     return Child(tickpipe_command("process", "--providers", "financefeast"), name,
                  log_file=tmp_path / f"{name}.log", env=env, ready_timeout=40)
-
-
-async def produce(kafka_settings, records: list[tuple[bytes | None, bytes, list]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(**client_kwargs(kafka_settings), acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send_and_wait(raw_topic("financefeast", kafka_settings.topic_prefix), value,
-                                         key=key, headers=headers)
-    finally:
-        await producer.stop()
 
 
 async def consume(kafka_settings, topics: list[str], want: int, settle_s: float = 0.0, timeout: float = 40.0) -> list:
@@ -90,7 +78,7 @@ def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(ka
     bad_headers = [("tp-provider", b"financefeast"), ("tp-conn", b"ff-0")]
     with process_child(kafka_settings, tmp_path, "process-1") as child:
         ops_port = child.ready["ops_port"]
-        asyncio.run(produce(kafka_settings, [
+        asyncio.run(produce(kafka_settings, raw_topic("financefeast", prefix), [
             frame(1, '{"event":"session_start"}', KIND_SESSION_START),
             frame(2, '{"type":"authenticated","data":{"message":"ok"}}'),
             frame(3, PRICE % (1, "3.0400", "181123", "NZB.NZ")),
@@ -120,7 +108,7 @@ def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(ka
 
     # Offsets were committed: a new process of the same group continues after them.
     with process_child(kafka_settings, tmp_path, "process-2"):
-        asyncio.run(produce(kafka_settings, [frame(7, PRICE % (4, "9.99", "1", "FBU.NZ"))]))
+        asyncio.run(produce(kafka_settings, raw_topic("financefeast", prefix), [frame(7, PRICE % (4, "9.99", "1", "FBU.NZ"))]))
         got = asyncio.run(consume(kafka_settings, [trades], want=4, settle_s=2.0))
     assert sorted(r["frame_seq"] for _, _, r, _ in got) == [3, 5, 6, 7]
     assert os.path.exists(tmp_path / "process-2.log")

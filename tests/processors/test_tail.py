@@ -9,35 +9,20 @@ import subprocess
 from pathlib import Path
 
 from tests.processors.registry_server import RegistryServer
-from tickpipe.admin import declare_topics
+from tests.processors.support import produce
 from tickpipe.avro import AvroEncoder, shipped_schemas
 from tickpipe.children import tickpipe_command
 from tickpipe.envelope import RawRecord
-from tickpipe.kafka import client_kwargs
 from tickpipe.processors.records import ALL_KINDS
-from tickpipe.topics import TopicSettings, raw_topic, tick_topic
+from tickpipe.topics import raw_topic, tick_topic
 
 REPO = Path(__file__).resolve().parents[2]
-SMALL = TopicSettings(raw_partitions=2, tick_partitions=2)
 
 
 def run(kafka_settings, *args: str, stdin: bytes | None = None, **env: str) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
                 "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix, "PYTHONPATH": str(REPO), **env}
     return subprocess.run(tickpipe_command(*args), input=stdin, capture_output=True, env=full_env, timeout=60)
-
-
-async def produce(kafka_settings, topic: str, records: list[tuple[bytes | None, bytes, list | None]]) -> None:
-    from aiokafka import AIOKafkaProducer
-
-    await declare_topics(kafka_settings, SMALL)
-    producer = AIOKafkaProducer(**client_kwargs(kafka_settings), acks="all")
-    await producer.start()
-    try:
-        for key, value, headers in records:
-            await producer.send_and_wait(topic, value, key=key, headers=headers)
-    finally:
-        await producer.stop()
 
 
 def trade(i: int) -> dict:
