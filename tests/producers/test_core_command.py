@@ -86,3 +86,47 @@ async def test_wrong_key_is_logged_once_retried_slowly_and_never_shown(kafka_set
     text = log.read_text()
     assert text.count("authentication refused: check the credentials") == 1
     assert "wrong-key-456" not in text and "invalid key ***" in text   # the feed echoed it; the log masks it
+
+
+async def test_real_adapter_subprocess_against_the_emulator_subprocess_loses_nothing_on_sigterm(kafka_settings, tmp_path):
+    """``tickpipe produce alpaca`` against ``tickpipe emulate alpaca``: both real processes."""
+    import json
+
+    from tickpipe.admin import declare_topics
+
+    await declare_topics(kafka_settings)
+    (tmp_path / "key").write_text("PKCORE")
+    (tmp_path / "secret").write_text("core-secret-789")
+    journal = tmp_path / "journal.jsonl"
+    emulator = Child(tickpipe_command("emulate", "alpaca", "--rate", "300", "--journal", str(journal), "--ops-port", "0"),
+                     "emulator", log_file=tmp_path / "emulator.log",
+                     env={"TICKPIPE_EMULATOR_ALPACA_KEY_ID": "PKCORE", "TICKPIPE_EMULATOR_ALPACA_SECRET_KEY": "core-secret-789"})
+    log = tmp_path / "producer.log"
+    with emulator:
+        env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+               "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix, "TICKPIPE_OPS_HOST": "127.0.0.1",
+               "TICKPIPE_ALPACA_URL": f"ws://127.0.0.1:{emulator.ready['port']}", "TICKPIPE_ALPACA_ENCODING": "json",
+               "TICKPIPE_ALPACA_KEY_ID_FILE": str(tmp_path / "key"), "TICKPIPE_ALPACA_SECRET_KEY_FILE": str(tmp_path / "secret"),
+               "TICKPIPE_OPS_LOG_LEVEL": "DEBUG", "TICKPIPE_PRODUCER_LINGER_MS": "1000"}
+        producer = Child(tickpipe_command("produce", "alpaca", "--ops-port", "0"), "producer", log_file=log, env=env)
+        await asyncio.to_thread(producer.start)
+        try:
+            port = producer.ready["ops_port"]
+            await wait_for(lambda: _get(port, "/readyz")[0] == 200, what="/readyz 200")
+            await asyncio.sleep(1.0)
+            producer.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(producer.process.wait, 30)
+        finally:
+            producer.stop()
+    assert code == 0
+    records = await read_raw(kafka_settings, "alpaca", lambda rs: any(r.kind == KIND_SESSION_END for r in rs))
+    end = decode_marker(records[-1].payload)
+    frames = [json.loads(r.payload) for r in records if r.kind == KIND_FRAME]
+    assert end["reason"] == "shutdown" and len(frames) == end["frames"] > 10
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    got = [(m["S"], m["i"]) for frame in frames for m in frame if m.get("T") == "t"]
+    sent = [(e["ids"]["instrument"], e["ids"]["trade_id"]) for e in map(json.loads, journal.read_text().splitlines())
+            if e["event"] == "sent" and e["ids"].get("kind") == "trade"]
+    assert got and got == sent[:len(got)]                       # in order, nothing missing
+    text = log.read_text()
+    assert "core-secret-789" not in text and "PKCORE" not in text
