@@ -65,7 +65,7 @@ class Schema:
     def from_text(cls, text: str) -> "Schema":
         doc = json.loads(text)
         canonical = to_parsing_canonical_form(doc)
-        parsed = fastavro.parse_schema(doc, _write_hint=False)
+        parsed = fastavro.parse_schema(doc, named_schemas={})
         return cls(parsed["name"], text, parsed, bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO")))
 
     @property
@@ -170,7 +170,8 @@ class AvroReader:
     def _read(self, writer: Schema, value: bytes, offset: int) -> Record:
         reader = self.schemas.by_name.get(writer.name, writer)
         try:
-            fields = fastavro.schemaless_reader(io.BytesIO(value[offset:]), writer.parsed, reader.parsed)
+            fields = fastavro.schemaless_reader(io.BytesIO(value[offset:]), writer.parsed,
+                                                None if reader is writer else reader.parsed)
         except Exception as exc:  # truncated or corrupt body
             raise AvroDecodeError(f"{writer.name}: body does not decode ({type(exc).__name__})") from None
         return Record(writer.kind, fields)

@@ -140,6 +140,9 @@ def _exact_float(literal: str) -> str:
     return literal
 
 
+_EXACT_JSON = json.JSONDecoder(parse_float=_exact_float)
+
+
 class Frame:
     """One raw frame as a normalizer sees it, and where its records are collected."""
 
@@ -172,7 +175,7 @@ class Frame:
     def json(self) -> Any:
         """The payload as JSON, every float literal kept as its exact text (ints stay ints)."""
         try:
-            return json.loads(self.raw.payload, parse_float=_exact_float)
+            return _EXACT_JSON.decode(self.raw.payload.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as exc:
             raise NormalizeError(f"payload is not JSON: {exc}", PARSE) from None
 
