@@ -18,6 +18,7 @@ Nothing here touches Kafka: outputs are (kind, key, value bytes, headers) for th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
@@ -79,6 +80,7 @@ class Pipeline:
         self.state = state if state is not None else NormalizerState()
         self.checks = list(checks)
         self.metrics = ProviderMetrics(provider)
+        self._log_gate = LogGate(per_second=5)
 
     @classmethod
     def for_provider(cls, provider: str, overrides: dict[str, str] | None = None, **kwargs) -> "Pipeline":
@@ -171,8 +173,10 @@ class Pipeline:
         record = dead_letter(self.provider, error_kind, reason, key, value, headers, source)
         self.metrics.dead_letter(error_kind).inc()
         self.metrics.frames["dead_letter"].inc()
-        log.warning("raw record dead-lettered", provider=self.provider, error_kind=error_kind,
-                    reason=record["reason"], conn=record["conn"], frame_seq=record["frame_seq"])
+        if self._log_gate.allow():
+            log.warning("raw record dead-lettered", provider=self.provider, error_kind=error_kind,
+                        reason=record["reason"], conn=record["conn"], frame_seq=record["frame_seq"],
+                        not_logged_before=self._log_gate.take_suppressed())
         result = FrameResult(raw, dead_letter=record)
         if raw is not None:  # the integrity stage still counts the frame
             for check in self.checks:
@@ -182,6 +186,27 @@ class Pipeline:
                                      record, kafka_headers(record)))
         self._emit(result)
         return result
+
+
+class LogGate:
+    """At most ``per_second`` log lines per second; counts what it held back (the metric counts all)."""
+
+    def __init__(self, per_second: int) -> None:
+        self.per_second, self._window, self._count, self._suppressed = per_second, 0, 0, 0
+
+    def allow(self) -> bool:
+        now = int(time.monotonic())
+        if now != self._window:
+            self._window, self._count = now, 0
+        self._count += 1
+        if self._count > self.per_second:
+            self._suppressed += 1
+            return False
+        return True
+
+    def take_suppressed(self) -> int:
+        n, self._suppressed = self._suppressed, 0
+        return n
 
 
 def _describe(exc: BaseException) -> str:

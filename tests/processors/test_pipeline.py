@@ -145,3 +145,14 @@ def test_checks_see_every_frame_before_produce_and_may_drop_records():
     assert [o.key for o in result.outputs] == [b"A"]
     assert result.records[0].encoded == result.outputs[0].value  # validated once, before the checks
     assert seen == [(1, False, 2, False), (2, True, 0, False), (3, False, 0, True)]
+
+
+def test_a_flood_of_bad_frames_is_counted_in_full_but_logged_sparingly(caplog):
+    pipe = Pipeline("financefeast", normalize)
+    before = dead_letters("financefeast", "parse")
+    with caplog.at_level("WARNING", logger="tickpipe.processors"):
+        results = [pipe.handle_raw(raw(b"{not json", seq=i)) for i in range(1, 51)]
+    assert all(r.dead_letter is not None for r in results)
+    assert dead_letters("financefeast", "parse") == before + 50
+    logged = [r for r in caplog.records if r.getMessage() == "raw record dead-lettered"]
+    assert 1 <= len(logged) <= 10
