@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, replace
 from decimal import Decimal
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from tickpipe.emulators.market import Bar, MarketSim, Trade, _round
 
@@ -151,24 +151,33 @@ class EventSource:
         self.delay_ns, self.crypto = delay_ns, crypto
         self._late_bars: list[tuple[int, Event]] = []
 
-    def tick(self, n: int) -> list[Event]:
-        """Close finished bars, then draw ``n`` market events (a trade or a book move each)."""
+    def tick(self, n: int, held: Callable[[], str | None] = lambda: None) -> Iterator[Event]:
+        """Close finished bars, then draw ``n`` market events (a trade or a book move each).
+
+        Lazily, so ``held()`` (the instrument of a trade the fault outbox holds back for a
+        swap) is current: the next event is then that instrument's next trade, and the swap
+        shows as out-of-order trade ids, which is the only order a consumer can check here.
+        """
         out: list[Event] = []
         now = self.market.now(self.delay_ns)
         active = self.subs.active(self.market)
         for sym in active:
             self._close_bar(sym, now, out)
         self._release_late_bars(now, out)
+        yield from out
         for _ in range(n if active else 0):
-            sym = self.rng.choice(active)
+            out = []
+            swap_with = held()
+            sym = swap_with if swap_with in active and self.subs.wants("trades", swap_with) else None
+            sym = sym or self.rng.choice(active)
             ts = self.market.now(self.delay_ns)
-            if self.rng.random() < 0.5:
+            if sym == swap_with or self.rng.random() < 0.5:
                 self._trade(sym, ts, out)
             else:
                 self._book_move(sym, ts, out)
             if self.rng.random() < RARE_EVENT_P:
                 self._rare(sym, ts, out)
-        return out
+            yield from out
 
     def snapshot(self, symbol: str) -> Event:
         bids, asks = self.market.sim.book(symbol)

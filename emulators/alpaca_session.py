@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 from aiohttp import WSMsgType, web
 
@@ -112,13 +112,17 @@ class StreamSession:
         else:
             await self.ws.send_bytes(frame)
 
-    async def send_events(self, events: list[Event]) -> None:
+    async def send_events(self, events: Iterable[Event]) -> None:
         """Push events through the fault outbox and send what comes out. Call with ``lock`` held."""
         payloads: list[Any] = []
         for event in events:
             payloads.extend(self.outbox.push(self.render(event), event.ids(), faultable=event.faultable))
         for frame in self.frames(payloads):
             await self.send_raw(frame)
+
+    def _held_trade(self) -> str | None:
+        ids = self.outbox.held_ids
+        return ids["instrument"] if ids and ids["kind"] == "trade" else None
 
     def start_streaming(self, market) -> None:
         """Authenticated: draw events from the account's market from now on."""
@@ -155,7 +159,7 @@ class StreamSession:
                     continue
                 if self.source is not None:
                     async with self.lock:
-                        await self.send_events(self.source.tick(n))
+                        await self.send_events(self.source.tick(n, self._held_trade))
         except ConnectionResetError:  # the client went away mid-send; serve() journals it
             return
 

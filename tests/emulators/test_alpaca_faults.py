@@ -15,8 +15,8 @@ def token(msg) -> tuple:
     """A received message as the journal names it."""
     if msg == GARBAGE:
         return (GARBAGE,)
-    kind = {"t": "trade", "x": "cancelError", "c": "correction"}[msg["T"]]
-    return (kind, msg["S"], msg["oi"] if kind == "correction" else msg["i"])
+    kind = {"t": "trade", "x": "cancelError", "c": "correction", "q": "quote"}[msg["T"]]
+    return (kind, msg["S"], msg["oi"] if kind == "correction" else msg.get("i"))
 
 
 def expected_stream(lines: list[dict], conn: int) -> list[tuple]:
@@ -28,7 +28,7 @@ def expected_stream(lines: list[dict], conn: int) -> list[tuple]:
         if e["event"] == "fault" and e["fault"] == "malformed":
             out.append((GARBAGE,))
         elif e["event"] == "sent":
-            out.append((e["ids"]["kind"], e["ids"]["instrument"], e["ids"]["trade_id"]))
+            out.append((e["ids"]["kind"], e["ids"]["instrument"], e["ids"].get("trade_id")))
     return out
 
 
@@ -38,7 +38,7 @@ async def test_message_faults_match_the_journal_exactly(tmp_path, use_msgpack):
     async with running(rate=400, faults=faults, journal=tmp_path / "j.jsonl", seed=3) as emu:
         c = await Client.open(emu, "/v2/iex", use_msgpack=use_msgpack)
         await c.login()
-        await c.subscribe(trades=["AAPL"])
+        await c.subscribe(trades=["AAPL", "MSFT"], quotes=["MSFT"])
         got = [token(m) for m in await c.collect(300, kinds=("t", "x", "c"))]
         await c.close()
         await asyncio.sleep(0.05)
@@ -47,14 +47,19 @@ async def test_message_faults_match_the_journal_exactly(tmp_path, use_msgpack):
     assert got == expected[:len(got)], "the client received exactly what the journal says was sent"
     faults_seen = {e["fault"] for e in lines if e["event"] == "fault"}
     assert {"drop", "duplicate", "reorder", "malformed"} <= faults_seen
-    ids = [t[2] for t in got if t[0] == "trade"]
-    dropped = {e["ids"][0]["trade_id"] for e in lines if e.get("fault") == "drop"}
-    gaps = set(range(min(ids), max(ids) + 1)) - set(ids)
-    assert gaps and gaps <= dropped, "every trade-id gap is a journaled drop"
-    dupes = {e["ids"][0]["trade_id"] for e in lines if e.get("fault") == "duplicate"}
-    assert {i for i in ids if ids.count(i) > 1} <= dupes
-    swaps = [(e["ids"][0]["trade_id"], e["ids"][1]["trade_id"]) for e in lines if e.get("fault") == "reorder"]
-    assert any(ids.index(b) < ids.index(a) for a, b in swaps if a in ids and b in ids)
+    for sym in ("AAPL", "MSFT"):
+        ids = [t[2] for t in got if t[:2] == ("trade", sym)]
+        faulted = [e for e in lines if e["event"] == "fault" and e.get("ids") and e["ids"][0]["instrument"] == sym]
+        dropped = {e["ids"][0]["trade_id"] for e in faulted if e["fault"] == "drop"}
+        gaps = set(range(min(ids), max(ids) + 1)) - set(ids)
+        assert gaps <= dropped, "every trade-id gap is a journaled drop"
+        dupes = {e["ids"][0]["trade_id"] for e in faulted if e["fault"] == "duplicate"}
+        assert {i for i in ids if ids.count(i) > 1} <= dupes
+        for e in (e for e in faulted if e["fault"] == "reorder"):
+            (a, b) = e["ids"]
+            assert a["instrument"] == b["instrument"] == sym, "a swap stays within one instrument"
+            if a["trade_id"] in ids and b["trade_id"] in ids:
+                assert ids.index(b["trade_id"]) < ids.index(a["trade_id"]), "so it shows as out of order"
 
 
 async def test_quotes_and_bars_are_never_faulted(tmp_path):
