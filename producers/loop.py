@@ -170,7 +170,7 @@ class ConnectionLoop:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        finished = next(iter(done))
+        finished = min(done, key=lambda t: tasks[t] != "stop")  # a shutdown wins over whatever ended with it
         which = tasks[finished]
         if which == "stop":
             return SessionEnd("shutdown")

@@ -22,7 +22,7 @@ class ProducerSettings:
     ping_timeout_s: float = setting(20.0, minimum=0.1, help="close if a WebSocket pong takes longer")
     backoff_initial_s: float = setting(0.5, minimum=0.001, help="first reconnect delay ceiling (full jitter below it)")
     backoff_max_s: float = setting(30.0, minimum=0.001, help="cap of the reconnect delay ceiling")
-    stable_after_s: float = setting(30.0, minimum=0, help="a session this long resets the backoff")
+    stable_after_s: float = setting(10.0, minimum=0, help="a session this long resets the backoff")
     auth_retry_min_s: float = setting(30.0, minimum=0.1, help="least delay after a permanent auth failure")
     auth_retry_max_s: float = setting(600.0, minimum=0.1, help="cap of the delay after repeated auth failures")
     unsubscribe_timeout_s: float = setting(3.0, minimum=0, help="time allowed to unsubscribe on shutdown")

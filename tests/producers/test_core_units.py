@@ -109,3 +109,30 @@ def test_control_records_parse_or_are_rejected_with_a_reason():
                      (None, "not JSON")):
         with pytest.raises(ControlError, match=why):
             parse_control(bad)
+
+
+class _Ceiling(random.Random):
+    """A generator that always draws the top of the range, to see the ceilings the loop asks for."""
+
+    def uniform(self, a, b):
+        return b
+
+
+def test_loop_backoff_grows_to_the_cap_resets_after_a_stable_session_and_skips_token_refresh():
+    from tickpipe.config import Secret
+    from tickpipe.producers.loop import ConnectionLoop, SessionEnd
+    from tickpipe.producers.settings import ProducerSettings
+
+    from tests.producers.core_support import EchoAdapter, EchoSettings
+
+    settings = ProducerSettings(backoff_initial_s=1.0, backoff_max_s=8.0, stable_after_s=10.0,
+                                auth_retry_min_s=30.0, auth_retry_max_s=120.0)
+    loop = ConnectionLoop(EchoAdapter(EchoSettings(key=Secret("unit-key-1"))), Recorder("echo", "c"), sink=None,
+                          settings=settings, rng=_Ceiling())
+    short = SessionEnd("closed", subscribed=True, duration_s=1.0)
+    assert [loop._delay_after(short) for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    assert loop._delay_after(SessionEnd("closed", subscribed=True, duration_s=11.0)) == 1.0
+    assert loop._delay_after(SessionEnd("token_refresh")) == 0.0
+    assert loop._delay_after(SessionEnd("connect_failed")) == 1.0     # token refresh reset the exponent
+    loop.auth_failures = 3
+    assert loop._delay_after(SessionEnd("auth_failed")) == 120.0      # min(cap, 30 * 2**2)
