@@ -22,7 +22,7 @@ from typing import IO, Iterator
 
 import orjson
 
-from tickpipe.envelope import CT_JSON, CT_SOCKETIO, RawRecord
+from tickpipe.envelope import CT_JSON, CT_MSGPACK, CT_SOCKETIO, RawRecord
 
 EXPORT_MARK = b'"tp_raw"'
 REPLAY_CONN = REPLAY_SESSION = "replay"
@@ -77,3 +77,29 @@ def read_raw_file(fh: IO[bytes], provider: str) -> Iterator[tuple[bytes | None, 
             raw = RawRecord(provider=provider, conn=REPLAY_CONN, session=REPLAY_SESSION, seq=number, recv_ns=0,
                             payload=line, content_type=content_type)
             yield raw.key, raw.payload, raw.headers()
+
+
+class CaptureWriter:
+    """A producer sink writing a raw file (``tickpipe capture``): capture lines by default,
+    export lines with ``export=True`` (markers and binary frames need them)."""
+
+    def __init__(self, fh: IO[bytes], export: bool = False) -> None:
+        self.fh, self.export = fh, export
+        self.frames = 0
+        self.unwritable = 0  # capture mode: binary frames, or text frames holding a line break
+
+    def put(self, record: RawRecord) -> None:
+        if self.export:
+            self.fh.write(export_line(record.key, record.payload, record.headers()))
+        elif record.kind == "frame":
+            if record.content_type == CT_MSGPACK or b"\n" in record.payload or b"\r" in record.payload:
+                self.unwritable += 1
+                return
+            self.fh.write(record.payload + b"\n")
+        else:
+            return
+        if record.kind == "frame":
+            self.frames += 1
+
+    async def wait_for_room(self) -> None:
+        return None

@@ -12,7 +12,7 @@ from tickpipe.config import ConfigError, load_section, read_config_file
 from tickpipe.kafka import KafkaSetupError
 
 # Each module defines ``add_parser(subparsers)``; the parser's ``func(args, ctx)`` runs the command.
-COMMANDS = ("broker", "topics", "emulate", "produce", "process", "replay", "tail", "demo")
+COMMANDS = ("broker", "topics", "emulate", "produce", "capture", "process", "replay", "tail", "demo")
 
 
 @dataclass
