@@ -1,0 +1,311 @@
+"""``tickpipe emulate coinbase-exchange``: the Coinbase Exchange websocket feed on loopback.
+
+Websocket at ``/`` (subscribe/unsubscribe, optional HMAC-signed auth) and REST on the same
+port: ``GET /products/<id>/book?level=1|2|3`` (with the product ``sequence``, consistent with
+the stream, for resync) and ``GET /time``. One :class:`ExchangeEngine` is shared by all
+connections, so ``sequence`` is per product and engine-wide as on the real feed. Channels:
+heartbeat, status, ticker, ticker_batch (ticker_1000), level2, level2_batch (level2_50),
+matches (+ last_match), full, level3; user/balance/auctionfeed/rfq_matches are accepted
+(auth as configured) but carry no data.
+
+Faultable messages (``--faults`` drop/reorder/duplicate/malformed apply): full-channel
+events and level3 arrays (contiguous product ``sequence``), ``match`` on the matches
+channel and ``ticker`` (contiguous ``trade_id``). Not faultable: acks, errors, heartbeat,
+status, snapshot, l2update (level2 promises delivery), last_match and the initial or
+batched ticker. A ticker and the match of one trade share one ``sequence``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from tickpipe.emulators import coinbase_exchange_frames as frames
+from tickpipe.emulators.base import Emulator, EmulatorOptions, PeriodicFault, paced
+from tickpipe.emulators.coinbase_exchange_engine import Event, ExchangeEngine, iso_time
+from tickpipe.emulators.coinbase_exchange_protocol import (
+    AUTH_REQUIRED_REASON, BAD_AUTH, UNAUTHORIZED, CoinbaseExchangeEmulatorSettings, Request, ack, check_auth,
+    error, has_auth_fields, parse_request)
+from tickpipe.emulators.coinbase_exchange_session import Session, TokenBucket
+
+class CoinbaseExchangeEmulator(Emulator):
+    provider = "coinbase-exchange"
+    default_symbols = ("BTC-USD", "ETH-USD", "SOL-USD")
+    settings_class = CoinbaseExchangeEmulatorSettings
+
+    def __init__(self, options: EmulatorOptions | None = None) -> None:
+        super().__init__(options)
+        self.settings: CoinbaseExchangeEmulatorSettings = self.options.credentials or CoinbaseExchangeEmulatorSettings()
+        self.engine = ExchangeEngine(self.symbols, seed=self.options.seed)
+        self.sessions: set[Session] = set()
+        self.connects = TokenBucket(self.settings.connects_per_s, self.settings.connect_burst)
+        self.auth_attempts = 0
+        self._l2_batch: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
+        self._l2_batch_time: dict[str, str] = {}
+        self._ticker_batch_sent: dict[str, int] = {}
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self.handle_ws)
+        app.router.add_get("/products/{pid}/book", self.handle_book)
+        app.router.add_get("/time", self.handle_time)
+
+    async def start(self) -> "CoinbaseExchangeEmulator":
+        await super().start()
+        self.spawn(self._guarded("engine", self._run_engine()))
+        self.spawn(self._every(self.settings.level2_batch_ms / 1000, self._flush_level2_batch))
+        self.spawn(self._every(self.settings.ticker_batch_s, self._flush_ticker_batch))
+        return self
+
+    # ----- REST -----
+    async def handle_book(self, request: web.Request) -> web.Response:
+        await self.slow()
+        pid = request.match_info["pid"]
+        if pid not in self.engine.products:
+            return web.json_response({"message": "NotFound"}, status=404)
+        level = request.query.get("level", "1")
+        if level not in ("1", "2", "3"):
+            return web.json_response({"message": "Invalid level"}, status=400)
+        return web.Response(body=orjson.dumps(frames.rest_book(self.engine, pid, int(level))),
+                            content_type="application/json")
+
+    async def handle_time(self, request: web.Request) -> web.Response:
+        now = time.time_ns()
+        return web.json_response({"iso": iso_time(now), "epoch": now / 1e9})
+
+    # ----- websocket -----
+    async def handle_ws(self, request: web.Request) -> web.StreamResponse:
+        if not self.connects.take():
+            return web.json_response({"message": "Too Many Requests"}, status=429)
+        ws = web.WebSocketResponse(compress=True, max_msg_size=self.options.max_frame_bytes * 4, autoping=True)
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"message": "websocket upgrade required"}, status=400)
+        await ws.prepare(request)
+        conn = self.new_connection(path=request.path, remote=request.remote)
+        session = Session(conn, ws, request, self.outbox(conn), self.journal, self.settings.send_queue_cap)
+        self.sessions.add(session)
+        self.track_socket(ws)
+        tasks = [self.spawn(self._guarded("sender", session.run_sender(), session)),
+                 self.spawn(self._guarded("monitor", self._monitor(session), session))]
+        inbound = TokenBucket(self.settings.inbound_per_s, self.settings.inbound_burst)
+        try:
+            async for msg in ws:
+                if session.closed:
+                    break
+                if msg.type == WSMsgType.ERROR:
+                    break
+                if not inbound.take():
+                    await session.close("ErrSlowRead", self.settings.error_close_code,
+                                        error("ErrSlowRead", "client is sending too many messages"))
+                    break
+                await self._on_client_frame(session, msg.data)
+        finally:
+            self.sessions.discard(session)
+            self.untrack_socket(ws)
+            session.client_gone()
+            for task in tasks:
+                task.cancel()
+        return ws
+
+    async def _on_client_frame(self, session: Session, data) -> None:
+        size = len(data.encode() if isinstance(data, str) else data)
+        if size > self.options.max_frame_bytes:
+            await session.close("Message too big", 1009, error("Message too big", f"{size} bytes"))
+            return
+        try:
+            msg = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            msg = None
+        await self.slow()
+        req = parse_request(msg, set(self.engine.products), self.settings)
+        if isinstance(req, dict):
+            self.log.info("client frame rejected", conn=session.conn, reason=req["reason"])
+            session.send(req, {"kind": "error"})
+            return
+        session.subscribed = session.subscribed or req.kind == "subscribe"
+        signed = await self._authenticate(session, msg)
+        if signed is None:
+            return
+        for reason in req.errors:
+            session.send(error(req.failure, reason), {"kind": "error"})
+        if req.kind == "subscribe":
+            self._subscribe(session, req, signed)
+        else:
+            self._unsubscribe(session, req)
+
+    async def _authenticate(self, session: Session, msg: dict) -> bool | None:
+        """True/False: signed or not; None: the request was refused with an auth error."""
+        if not has_auth_fields(msg):
+            return False
+        self.auth_attempts += 1
+        plan = self.options.faults
+        refusal = check_auth(msg, self.settings, time.time())
+        if refusal is None and (plan.auth_fail < 0 or self.auth_attempts <= plan.auth_fail):
+            self.journal.write("fault", session.conn, fault="auth_fail", attempt=self.auth_attempts)
+            refusal = error(BAD_AUTH, "invalid signature")
+        if refusal is not None:
+            self.log.info("auth refused", conn=session.conn, reason=refusal["reason"])
+            if self.settings.bad_auth == "downgrade":
+                return False
+            session.send(refusal, {"kind": "error"})
+            return None
+        session.authenticated = True
+        if plan.token_expiry and session.auth_expires is None:
+            session.auth_expires = time.monotonic() + plan.token_expiry
+        return True
+
+    def _subscribe(self, session: Session, req: Request, signed: bool) -> None:
+        added, refused = [], False
+        for name, ids in req.channels.items():
+            if name in self.settings.auth_channels and not signed:
+                refused = True
+                continue
+            current = session.subs.setdefault(name, set())
+            added += [(name, pid) for pid in sorted(ids - current)] or ([(name, "")] if name == "status" else [])
+            current |= ids
+        if refused:
+            session.send(error(req.failure, AUTH_REQUIRED_REASON), {"kind": "error"})
+        session.send(ack(session.subs, self.settings.ack_account_ids), {"kind": "subscriptions"})
+        for name, pid in added:
+            self._initial(session, name, pid)
+
+    def _unsubscribe(self, session: Session, req: Request) -> None:
+        for name, ids in req.channels.items():
+            if name in session.subs:
+                session.subs[name] -= ids
+                if not ids or not session.subs[name]:
+                    del session.subs[name]
+        session.send(ack(session.subs, self.settings.ack_account_ids), {"kind": "subscriptions"})
+
+    def _initial(self, session: Session, channel: str, pid: str) -> None:
+        """What the feed sends once per new (channel, product)."""
+        if channel in ("level2", "level2_50"):
+            session.send(frames.snapshot(self.engine, pid, self.settings.snapshot_time),
+                         {"kind": "snapshot", "instrument": pid})
+        elif channel == "matches" and (match := frames.last_match(self.engine, pid)):
+            session.send(match, frames.ids(match, "last_match"))
+        elif channel in ("ticker", "ticker_1000") and (ticker := self.engine.products[pid].last_ticker):
+            session.send(ticker, frames.ids(ticker, "ticker_initial"))
+        elif channel == "status":
+            session.send(frames.status(self.engine, self.settings.status_min_bytes), {"kind": "status"})
+        elif channel == "level3" and not session.level3_schema_sent:
+            session.level3_schema_sent = True
+            session.send({"type": "level3", "schema": frames.LEVEL3_SCHEMA}, {"kind": "level3_schema"})
+
+    # ----- per-connection timers and faults -----
+    async def _monitor(self, session: Session) -> None:
+        plan, cfg, rng = self.options.faults, self.settings, session.outbox.rng
+        disconnect = PeriodicFault(plan, plan.disconnect_every, rng)
+        stall = PeriodicFault(plan, plan.stall_every, rng)
+        next_heartbeat = next_status = time.monotonic() + cfg.heartbeat_interval_s
+        if cfg.status_interval_s:
+            next_status = time.monotonic() + cfg.status_interval_s
+        while not session.closed:
+            await asyncio.sleep(0.05)
+            now = time.monotonic()
+            if not session.subscribed and now - session.started > cfg.subscribe_deadline_s:
+                return await session.close("no subscribe within deadline", cfg.deadline_close_code)
+            if session.overflowed:
+                return await session.close("ErrSlowConsume", cfg.error_close_code, error("ErrSlowConsume", "too many queued messages"))
+            if plan.slow_client and now - session.started > plan.slow_client:
+                self.journal.write("fault", session.conn, fault="slow_client")
+                return await session.close("ErrSlowConsume", cfg.error_close_code, error("ErrSlowConsume", "too many queued messages"))
+            if session.auth_expires is not None and now > session.auth_expires:
+                self.journal.write("fault", session.conn, fault="token_expiry")
+                return await session.close("auth expired", cfg.error_close_code, error(UNAUTHORIZED, "request timestamp expired"))
+            if disconnect.fired():
+                self.journal.write("fault", session.conn, fault="disconnect", code=plan.close_code or 1006)
+                return await session.close("fault", plan.close_code)
+            if stall.fired():
+                self.journal.write("fault", session.conn, fault="stall", seconds=plan.stall_for)
+                session.stalled_until = now + plan.stall_for
+            if now >= next_heartbeat:
+                next_heartbeat = now + cfg.heartbeat_interval_s
+                for pid in sorted(session.subs.get("heartbeat", ())):
+                    beat = frames.heartbeat(self.engine, pid)
+                    session.send(beat, {"kind": "heartbeat", "instrument": pid, "product_seq": beat["sequence"]})
+            if cfg.status_interval_s and "status" in session.subs and now >= next_status:
+                next_status = now + cfg.status_interval_s
+                session.send(frames.status(self.engine, cfg.status_min_bytes), {"kind": "status"})
+
+    # ----- the shared stream -----
+    async def _run_engine(self) -> None:
+        rate = self.options.rate
+        async for due in paced(rate):
+            if not self.sessions:
+                continue
+            emitted = 0
+            while emitted < due:
+                now = time.time_ns()
+                for event in self.engine.step(now):
+                    self._fan_out(event, now)
+                    emitted += 1
+            if rate <= 0:
+                await self._backpressure()
+
+    async def _backpressure(self) -> None:
+        limit = self.settings.send_queue_cap // 2
+        while any(s.queue.qsize() > limit and s.stalled_until < time.monotonic() for s in self.sessions):
+            await asyncio.sleep(0.002)
+
+    def _fan_out(self, event: Event, now_ns: int) -> None:
+        msg, pid = event.msg, event.product
+        text = orjson.dumps(msg).decode()
+        ids = {**frames.ids(msg, msg["type"]), "event_ns": now_ns}
+        ticker = orjson.dumps(event.ticker).decode() if event.ticker else None
+        l2 = {"type": "l2update", "product_id": pid, "changes": [list(c) for c in event.l2], "time": msg["time"]}
+        l3 = frames.level3_row(msg)
+        for s in list(self.sessions):
+            if s.wants("full", pid) or (msg["type"] == "match" and s.wants("matches", pid)):
+                s.send(text, ids, faultable=True)
+            if ticker and s.wants("ticker", pid):
+                s.send(ticker, {**ids, "kind": "ticker"}, faultable=True)
+            if event.l2 and s.wants("level2", pid):
+                s.send(l2, {"kind": "l2update", "instrument": pid, "event_ns": now_ns})
+            if s.wants("level3", pid):
+                s.send(l3, {**ids, "kind": f"level3:{l3[0]}"}, faultable=True)
+        for side, price, size in event.l2:
+            self._l2_batch[pid][(side, price)] = size
+            self._l2_batch_time[pid] = msg["time"]
+
+    def _flush_level2_batch(self) -> None:
+        for pid, changes in list(self._l2_batch.items()):
+            if not changes:
+                continue
+            update = {"type": "l2update", "product_id": pid, "changes": [[s, p, z] for (s, p), z in changes.items()],
+                      "time": self._l2_batch_time[pid]}
+            changes.clear()
+            for s in list(self.sessions):
+                if s.wants("level2_50", pid):
+                    s.send(update, {"kind": "l2update", "instrument": pid})
+
+    def _flush_ticker_batch(self) -> None:
+        for pid, p in self.engine.products.items():
+            ticker = p.last_ticker
+            if ticker is None or self._ticker_batch_sent.get(pid) == ticker["trade_id"]:
+                continue
+            self._ticker_batch_sent[pid] = ticker["trade_id"]
+            for s in list(self.sessions):
+                if s.wants("ticker_1000", pid):
+                    s.send(ticker, frames.ids(ticker, "ticker_batch"))
+
+    async def _guarded(self, what: str, coro, session: Session | None = None) -> None:
+        """Run a background task; a socket error ends the connection, a bug is logged, never silent."""
+        try:
+            await coro
+        except (ConnectionError, asyncio.TimeoutError) as exc:
+            if session is not None:
+                await session.close(f"{what}: {type(exc).__name__}", 1011)
+        except Exception:
+            self.log.exception("emulator task failed", task=what, conn=session.conn if session else None)
+            if session is not None:
+                await session.close(f"{what} failed", 1011)
+
+    async def _every(self, period: float, action) -> None:
+        while True:
+            await asyncio.sleep(period)
+            action()
+
