@@ -4,9 +4,12 @@ query only what the code exports, with labels those metrics have."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 
 import pytest
 
+from tests.deploy.metric_names import ALERT_RULES as ALERT_RULES_FILE
 from tests.deploy.metric_names import (EXTERNAL_METRICS, alert_rules, dashboard_queries, exported_series,
                                        query_use, rule_queries, tickpipe_metrics)
 
@@ -105,3 +108,14 @@ def test_dashboard_shows_what_the_issue_asks_for():
                    "tickpipe_producer_reconnects_total", "tickpipe_processor_dead_letters_total",
                    "kafka_consumergroup_lag"):
         assert metric in queries
+
+
+PROMTOOL = shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool (Debian package prometheus) is not installed")
+def test_alert_rules_pass_promtool_and_their_unit_tests():
+    rules = ALERT_RULES_FILE
+    for args in (["check", "rules", str(rules)], ["test", "rules", str(rules.with_name("alert-rules.test.yml"))]):
+        result = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
