@@ -38,6 +38,7 @@ class ProcessorSettings:
     session_timeout_s: float = setting(30.0, minimum=1, help="consumer group session timeout (tests: 6)")
     heartbeat_interval_s: float = setting(3.0, minimum=0.1, help="consumer group heartbeat interval (tests: 1)")
     commit_interval_s: float = setting(1.0, minimum=0.1, help="how often acked offsets are committed")
+    tick_interval_s: float = setting(1.0, minimum=0.05, help="how often time-based checks run (integrity windows, staleness)")
     auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
                                      help="where a new consumer group starts in the raw topics")
     data_dir: str = setting("", help="Faust data directory (default: a temporary directory)")
@@ -93,6 +94,8 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",
                           partitions=topic_settings.raw_partitions)
         app.agent(topic, name=f"normalize-{provider}")(_agent(processor, settings))
+        if any(hasattr(check, "tick") for check in checks):
+            app.timer(settings.tick_interval_s, name=f"tick-{provider}")(processor.tick)
     return app
 
 

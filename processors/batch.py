@@ -13,6 +13,7 @@ outputs the broker refused are sent again after a pause, until it takes them.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Iterable, Protocol
 
 from tickpipe.logs import get_logger
@@ -47,7 +48,7 @@ class BatchProcessor:
         self.retrying = False  # readiness: false while the broker refuses our records
 
     async def process(self, messages: Iterable[tuple[bytes | None, bytes | None, Any, Source]]) -> int:
-        """Handle (key, value, headers, source) tuples and deliver every output; returns their number.
+        """Handle (key, value, headers, source) tuples and deliver every output; returns how many tuples.
 
         Delivery failures are retried (capped backoff) until the broker acknowledges: the
         caller acks the batch's offsets only after this returns.
@@ -61,6 +62,15 @@ class BatchProcessor:
             for out in handle(key, value, headers, source).outputs:
                 outputs.append((topics[out.kind], out))
         self._batch_gauge.set(count)
+        await self._deliver_all(outputs)
+        return count
+
+    async def tick(self) -> None:
+        """Deliver what the pipeline's checks release as time passes (held records, STALE)."""
+        result = self.pipeline.tick(time.time_ns())
+        await self._deliver_all([(self.topics[out.kind], out) for out in result.outputs])
+
+    async def _deliver_all(self, outputs: list) -> None:
         delay = 0.1
         while outputs:
             outputs = await self._deliver(outputs)
@@ -71,7 +81,6 @@ class BatchProcessor:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.retrying = False
-        return count
 
     async def _deliver(self, outputs: list) -> list:
         """Send, flush once, and return the outputs the broker did not acknowledge."""

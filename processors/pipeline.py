@@ -12,6 +12,8 @@
   (``result.is_marker``, ``result.dead_letter``). A check may append ``GapAlert`` records
   to ``result.alerts`` and replace ``result.records`` (drop duplicates, hold records back
   and release them with a later frame); the outputs are built from what it leaves.
+  Optional ``tick(result, now_ns)`` (called periodically by the app) and ``finish(result)``
+  (end of a replay) get a result without a frame (``raw`` None) to release or alert into.
 
 Nothing here touches Kafka: outputs are (kind, key, value bytes, headers) for the caller.
 """
@@ -133,14 +135,22 @@ class Pipeline:
             self.metrics.frames["empty"].inc()
         return result
 
+    def tick(self, now_ns: int) -> FrameResult:
+        """Time passes (the Faust app calls this every ``tick_interval_s``): checks with a
+        ``tick(result, now_ns)`` method may release held records and report staleness."""
+        return self._without_frame("tick", now_ns)
+
     def finish(self) -> FrameResult:
         """End of input (the end of a replay file): checks with a ``finish(result)`` method
-        release what they still hold into ``result`` (raw is None)."""
+        release what they still hold."""
+        return self._without_frame("finish")
+
+    def _without_frame(self, hook: str, *args) -> FrameResult:
         result = FrameResult(None)
         for check in self.checks:
-            finish = getattr(check, "finish", None)
-            if finish is not None:
-                finish(result)
+            method = getattr(check, hook, None)
+            if method is not None:
+                method(result, *args)
         self._emit(result)
         return result
 

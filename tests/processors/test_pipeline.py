@@ -156,3 +156,27 @@ def test_a_flood_of_bad_frames_is_counted_in_full_but_logged_sparingly(caplog):
     assert dead_letters("financefeast", "parse") == before + 50
     logged = [r for r in caplog.records if r.getMessage() == "raw record dead-lettered"]
     assert 1 <= len(logged) <= 10
+
+
+def test_checks_can_hold_records_and_release_them_on_tick_or_finish():
+    class HoldUntilTick:
+        def __init__(self):
+            self.held = []
+
+        def check(self, result):
+            self.held += result.records
+            result.records = []
+
+        def tick(self, result, now_ns):
+            result.records, self.held = self.held[:1], self.held[1:]
+
+        def finish(self, result):
+            result.records, self.held = self.held, []
+
+    pipe = Pipeline("financefeast", normalize, checks=[HoldUntilTick()])
+    assert pipe.handle_raw(raw(PRICE, seq=1)).outputs == []
+    assert pipe.handle_raw(raw(PRICE.replace(b"NZB.NZ", b"AIR.NZ"), seq=2)).outputs == []
+    ticked = pipe.tick(now_ns=5)
+    assert ticked.raw is None and [o.key for o in ticked.outputs] == [b"NZB.NZ"]
+    finished = pipe.finish()
+    assert [AvroReader().decode(o.value)["frame_seq"] for o in finished.outputs] == [2]
