@@ -29,7 +29,7 @@ from urllib.parse import urlencode
 import aiohttp
 import orjson
 
-from tickpipe.config import ConfigError, Secret, setting
+from tickpipe.config import ConfigError, Secret, register_secret, setting
 from tickpipe.emulators.streamer_fields import FIELDS, SCHWAB, TDA
 from tickpipe.producers.base import AuthError, FeedAdapter, FeedError, ResyncTarget, Session, Transport, dumps
 from tickpipe.producers.transport import open_websocket
@@ -154,8 +154,10 @@ class StreamerAdapter(FeedAdapter):
             if resp.status != 200 or "access_token" not in body:
                 raise FeedError(f"{self.provider} token endpoint failed with HTTP {resp.status}")
         self._token, self._token_fresh = body["access_token"], True
+        register_secret(self._token)                                    # logs mask it like a configured secret
         self._token_expires = time.monotonic() + float(body.get("expires_in", 1800))
         self._refresh = body.get("refresh_token") or self._refresh     # Schwab may rotate it
+        register_secret(self._refresh)
         return self._token
 
     def _socket_url(self) -> str:

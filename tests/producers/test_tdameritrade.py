@@ -117,6 +117,9 @@ async def test_wrong_credentials_clear_error_and_slow_retries(kafka_settings, pr
             await p.adapter.connect()                                   # the error the loop logged, once
         assert info.value.permanent
         assert "wrong-secret-value" not in str(info.value) and "wrong-refresh-value" not in str(info.value)
+        good = producer(kafka_settings, emu, "CHART_EQUITY=AAPL", secret="good-secret", conn_id="td-good")
+        async with producing(good):                                     # the right credentials pass the same checks
+            await wait_for(lambda: good.ready()[0], what="ready with the right credentials")
 
 
 async def test_login_denied_code_3_is_an_auth_failure(kafka_settings):
