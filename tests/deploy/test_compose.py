@@ -100,7 +100,7 @@ def test_one_live_producer_one_emulator_and_one_emulated_producer_per_provider(c
         emulator = services[f"emulator-{provider}"]
         assert live["profiles"] == ["live"] and emulated["profiles"] == ["emulated"] == emulator["profiles"]
         assert live["command"][:2] == ["produce", provider] == emulated["command"][:2]
-        assert emulator["command"][:2] == ["emulate", provider]
+        assert emulator["command"][:4] == ["emulate", provider, "--host", f"emulator-{provider}"]
         assert emulated["depends_on"][f"emulator-{provider}"] == {"condition": "service_healthy"}
         assert emulated["networks"]["default"]["aliases"] == [f"producer-{provider}"]
 
@@ -125,8 +125,8 @@ def emulated_settings_errors(compose: dict, provider: str) -> list[str]:
         adapter = producers.load(provider)(load_section(cls, section_name(provider), env=env))
     except ConfigError as exc:
         return [str(exc)]
-    host = urlsplit(adapter.endpoint()).hostname
-    return [] if host == f"emulator-{provider}" else [f"endpoint {adapter.endpoint()} is not the emulator"]
+    urls = [adapter.endpoint()] + [v for v in vars(adapter.settings).values() if isinstance(v, str) and "://" in v]
+    return [f"{url} is not the emulator" for url in urls if urlsplit(url).hostname != f"emulator-{provider}"]
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

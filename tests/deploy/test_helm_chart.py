@@ -35,8 +35,8 @@ def test_default_values_render_valid_kubernetes_manifests(default_manifests):
 
 def test_full_values_render_valid_kubernetes_manifests(full_manifests):
     assert kubernetes_errors(full_manifests) == []
-    assert {m["kind"] for m in full_manifests} >= {"ScaledObject", "PodMonitor", "ServiceMonitor", "Service",
-                                                   "PrometheusRule", "PodDisruptionBudget", "NetworkPolicy"}
+    assert {m["kind"] for m in full_manifests} >= {"ScaledObject", "PodMonitor", "PrometheusRule",
+                                                   "PodDisruptionBudget", "NetworkPolicy"}
 
 
 def test_the_validator_rejects_a_broken_manifest(default_manifests):
@@ -179,6 +179,17 @@ def test_every_pod_is_non_root_with_a_read_only_root_filesystem(full_manifests):
             assert writable == {"/tmp", "/var/lib/tickpipe"}, name
 
 
+def test_kubernetes_waits_longer_than_tickpipe_flushes(chart):
+    values = chart.merge_values({})
+    for workload in ("producers", "processor"):
+        assert values[workload]["terminationGracePeriodSeconds"] > values["config"]["ops"]["shutdown_grace_s"]
+
+
+def test_processor_credentials_come_from_its_secret(full_manifests):
+    container = one(full_manifests, "Deployment", PROCESSOR)["spec"]["template"]["spec"]["containers"][0]
+    assert {"secretRef": {"name": "tickpipe-schema-registry"}} in container["envFrom"]
+
+
 def test_the_chart_holds_no_secret(full_manifests):
     assert by_kind(full_manifests, "Secret") == []
     for _name, spec in pod_specs(full_manifests):
@@ -187,19 +198,22 @@ def test_the_chart_holds_no_secret(full_manifests):
                 or env["name"].endswith("_FILE"), env
 
 
-def test_metrics_service_and_monitors_select_the_long_running_pods(full_manifests):
-    pods = {m["metadata"]["name"]: m["spec"]["template"]["metadata"]["labels"]
-            for m in by_kind(full_manifests, "Deployment")}
-    service = one(full_manifests, "Service", "rel-tickpipe-metrics")
+def test_metrics_service_and_monitors_select_the_long_running_pods(chart, full_manifests):
+    with_service_monitor = render(chart, {**full_values(), "monitoring": {
+        "podMonitor": {"enabled": False}, "serviceMonitor": {"enabled": True, "interval": "30s"}}})
+    assert kubernetes_errors(with_service_monitor) == []
+    service = one(with_service_monitor, "Service", "rel-tickpipe-metrics")
     pod_monitor = one(full_manifests, "PodMonitor", "rel-tickpipe")
-    for labels in pods.values():
+    for deployment in by_kind(full_manifests, "Deployment"):
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= labels.items()
         assert pod_monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
     job_labels = one(full_manifests, "Job", "rel-tickpipe-topics")["spec"]["template"]["metadata"]["labels"]
     assert not service["spec"]["selector"].items() <= job_labels.items()
-    service_monitor = one(full_manifests, "ServiceMonitor", "rel-tickpipe")
+    service_monitor = one(with_service_monitor, "ServiceMonitor", "rel-tickpipe")
     assert service_monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert service_monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+    assert service_monitor["spec"]["endpoints"][0]["interval"] == "30s"
     assert pod_monitor["metadata"]["labels"]["release"] == "prometheus"
 
 
@@ -246,6 +260,7 @@ def test_default_and_full_values_pass_the_schema(chart):
     ({"kafka": {"securityProtocol": "TLS"}}, "securityProtocol"),
     ({"processor": {"replica": 2}}, "replica"),
     ({"opsPort": 70000}, "opsPort"),
+    ({"monitoring": {"podMonitor": {"enabled": True}, "serviceMonitor": {"enabled": True}}}, "monitoring"),
 ])
 def test_schema_rejects_broken_values(chart, values, complaint):
     with pytest.raises(helm_python.HelmValuesError, match=complaint):

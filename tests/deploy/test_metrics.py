@@ -119,3 +119,22 @@ def test_alert_rules_pass_promtool_and_their_unit_tests():
     for args in (["check", "rules", str(rules)], ["test", "rules", str(rules.with_name("alert-rules.test.yml"))]):
         result = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_layout_is_sound():
+    import json
+
+    from tests.deploy.metric_names import DASHBOARD
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = dashboard["panels"]
+    assert len({p["id"] for p in panels}) == len(panels)
+    taken = set()
+    for panel in panels:
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24, panel["title"]
+        cells = {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+        assert not cells & taken, f"panel '{panel['title']}' overlaps another"
+        taken |= cells
+        if panel["type"] != "row":
+            assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+    assert dashboard["uid"] == "tickpipe-overview"
