@@ -146,3 +146,45 @@ async def test_cli_emulate_coinbase_serves_on_ready_port(tmp_path):
         assert [f["channel"] for f in frames] == ["subscriptions", "l2_data", "l2_data"]
         await asyncio.sleep(0.1)
     assert any(e["event"] == "connect" for e in read_journal(str(journal)))
+
+
+@pytest.mark.parametrize("fault_acks", [False, True])
+async def test_every_enveloped_frame_is_faultable_acks_only_when_configured(fault_acks):
+    async with emulator("drop=1", rate=100, fault_acks=fault_acks) as emu, connect(emu) as ws:
+        await ws.send(sub("heartbeats"))
+        await ws.send(sub("level2", ["BTC-USD"]))
+        await ws.send(sub("market_trades", ["BTC-USD"]))
+        if fault_acks:   # everything carrying a sequence_num is dropped: the socket stays silent
+            with pytest.raises(asyncio.TimeoutError):
+                await recv(ws, timeout=1.2)
+        else:            # only the acks arrive, and the holes between them are the dropped snapshots
+            acks = [await recv(ws) for _ in range(3)]
+            assert [a["channel"] for a in acks] == ["subscriptions"] * 3
+            assert [a["sequence_num"] for a in acks] == [0, 1, 3]
+            with pytest.raises(asyncio.TimeoutError):
+                await recv(ws, timeout=1.2)     # data and heartbeats: all dropped
+
+
+async def test_error_closes_setting_closes_after_an_error():
+    async with emulator(error_closes=True) as emu, connect(emu) as ws:
+        await ws.send("garbage")
+        assert await recv(ws) == {"type": "error", "message": "failure to parse message"}
+        with pytest.raises(websockets.ConnectionClosed):
+            await recv(ws)
+        assert ws.close_code == 1008
+
+
+async def test_cli_reads_emulator_settings_from_environment(tmp_path):
+    from tests.emulators.coinbase_helpers import KEY_NAME, public_pem
+    key = ec_key()
+    (tmp_path / "keys.pem").write_text(public_pem(key))
+    env = {"TICKPIPE_EMULATOR_COINBASE_PUBLIC_KEYS_FILE": str(tmp_path / "keys.pem"),
+           "TICKPIPE_EMULATOR_COINBASE_KEY_NAME": KEY_NAME, "TICKPIPE_EMULATOR_COINBASE_SEND_CLIENT_ID": "false"}
+    with Child(tickpipe_command("emulate", "coinbase", "--port", "0", "--faults", "slow=0.01"), "coinbase emulator",
+               log_file=tmp_path / "emu.log", env=env) as child:
+        async with websockets.connect(f"ws://127.0.0.1:{child.ready['port']}/") as ws:
+            await ws.send(sub("user", [], make_jwt(ec_key())))   # signed by a key the emulator does not know
+            assert await recv(ws) == {"type": "error", "message": "authentication failure"}
+            await ws.send(sub("user", [], make_jwt(key)))
+            ack = await recv(ws)
+            assert ack["channel"] == "subscriptions" and "client_id" not in ack
