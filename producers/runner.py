@@ -15,6 +15,7 @@ from tickpipe.producers.base import FeedAdapter
 from tickpipe.producers.control import ControlFollower
 from tickpipe.producers.loop import ConnectionLoop
 from tickpipe.producers.recorder import Recorder
+from tickpipe.producers.resume import resume_seq
 from tickpipe.producers.settings import ProducerSettings
 from tickpipe.producers.sink import KafkaSink
 from tickpipe.topics import raw_topic
@@ -29,7 +30,7 @@ def default_conn_id(provider: str) -> str:
 class Producer:
     def __init__(self, adapter: FeedAdapter, kafka: KafkaSettings, conn_id: str | None = None,
                  settings: ProducerSettings | None = None, follow_control: bool = True) -> None:
-        self.adapter = adapter
+        self.adapter, self.kafka = adapter, kafka
         self.provider = adapter.provider
         self.settings = settings or adapter.loop_settings
         self.conn_id = conn_id or default_conn_id(self.provider)
@@ -47,6 +48,8 @@ class Producer:
         """Run until ``stop``; then unsubscribe, close, flush. 0 if nothing accepted was lost."""
         log.info("producer starting", provider=self.provider, conn=self.conn_id, topic=self.topic,
                  endpoint=self.adapter.endpoint())
+        if self.settings.resume_seq and self.recorder.seq == 0:
+            self.recorder.seq = await resume_seq(self.kafka, self.topic, self.conn_id, self.settings.resume_timeout_s)
         await self.sink.start()
         control = asyncio.ensure_future(self.control.run()) if self.control else None
         try:

@@ -26,6 +26,8 @@ class ProducerSettings:
     auth_retry_min_s: float = setting(30.0, minimum=0.1, help="least delay after a permanent auth failure")
     auth_retry_max_s: float = setting(600.0, minimum=0.1, help="cap of the delay after repeated auth failures")
     unsubscribe_timeout_s: float = setting(3.0, minimum=0, help="time allowed to unsubscribe on shutdown")
+    resume_seq: bool = setting(True, help="continue tp-seq after the last record of this connection id in Kafka")
+    resume_timeout_s: float = setting(15.0, minimum=0.1, help="time allowed to find that last tp-seq at startup")
     max_frame_bytes: int = setting(16 * 1024 * 1024, minimum=1024, help="largest frame accepted from the feed")
     # --- Kafka sink ---
     buffer_max_frames: int = setting(100_000, minimum=1, help="bound of the produce buffer, in records")

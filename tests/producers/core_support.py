@@ -171,8 +171,8 @@ async def declare_echo_topics(kafka) -> None:
         await create_missing(admin, specs)
 
 
-async def read_raw(kafka, provider: str, until, timeout: float = 15.0) -> list[RawRecord]:
-    """Every record of ``raw.<provider>`` from the beginning, until ``until(records)`` holds."""
+async def read_raw(kafka, provider: str, until, timeout: float = 15.0, partitions=None) -> list[RawRecord]:
+    """Every record of ``raw.<provider>`` (or of ``partitions``) from the beginning, until ``until(records)`` holds."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     from tickpipe.kafka import client_kwargs
@@ -182,7 +182,7 @@ async def read_raw(kafka, provider: str, until, timeout: float = 15.0) -> list[R
     await consumer.start()
     records: list[RawRecord] = []
     try:
-        parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [0])]
+        parts = [TopicPartition(topic, p) for p in sorted(partitions or consumer.partitions_for_topic(topic) or [0])]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         deadline = asyncio.get_running_loop().time() + timeout
