@@ -1,0 +1,53 @@
+"""python-socketio 4.x (Engine.IO protocol 3) on Python 3.11 and aiohttp: two small adapters.
+
+Market Prophit's server was socket.io 1.x, i.e. Engine.IO protocol 3 (see the protocol
+reference, section 3.1); python-socketio 4.x / python-engineio 3.x is the Python stack
+that speaks it. Those releases predate Python 3.11, so:
+
+* :class:`Py311Manager` -- ``AsyncManager.emit`` hands bare coroutines to
+  ``asyncio.wait``, which Python 3.11 refuses; this emits to each participant in turn.
+* :class:`TrackedWebSocket` -- the aiohttp websocket driver, remembering each Engine.IO
+  session's aiohttp socket so the emulator can end it abruptly (a close code, or a TCP
+  abort with no close frame) and cap client message size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import socketio
+from aiohttp import web
+from engineio.async_drivers import aiohttp as eio_aiohttp
+
+
+class Py311Manager(socketio.AsyncManager):
+    async def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None, **kwargs):
+        if namespace not in self.rooms or room not in self.rooms[namespace]:
+            return
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        for sid in list(self.get_participants(namespace, room)):
+            if sid not in skip:
+                ack = self._generate_ack_id(sid, namespace, callback) if callback is not None else None
+                await self.server._emit_internal(sid, event, data, namespace, ack)
+
+
+def tracked_websocket(on_open: Callable[[str, web.WebSocketResponse, web.Request], None],
+                      max_msg_size: int) -> type:
+    """A driver class calling ``on_open(sid, ws, request)`` for every websocket transport."""
+
+    class TrackedWebSocket(eio_aiohttp.WebSocket):
+        async def __call__(self, environ):
+            request = environ["aiohttp.request"]
+            self._sock = web.WebSocketResponse(max_msg_size=max_msg_size)
+            await self._sock.prepare(request)
+            self.environ = environ
+            on_open(self.handler.__self__.sid, self._sock, request)
+            await self.handler(self)
+            return self._sock
+
+    return TrackedWebSocket
+
+
+def install_tracked_websocket(server: socketio.AsyncServer, on_open, max_msg_size: int) -> None:
+    # engineio keeps the driver module's own dict: copy it so other servers keep theirs
+    server.eio._async = {**server.eio._async, "websocket": tracked_websocket(on_open, max_msg_size)}
