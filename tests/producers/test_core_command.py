@@ -130,3 +130,19 @@ async def test_real_adapter_subprocess_against_the_emulator_subprocess_loses_not
     assert got and got == sent[:len(got)]                       # in order, nothing missing
     text = log.read_text()
     assert "core-secret-789" not in text and "PKCORE" not in text
+
+
+def test_bad_command_lines_and_missing_credentials_exit_2_naming_the_problem(capsys, monkeypatch):
+    from tickpipe.cli import main
+
+    monkeypatch.delenv("TICKPIPE_ALPACA_SECRET_KEY", raising=False)
+    monkeypatch.setenv("TICKPIPE_ALPACA_KEY_ID", "PKSOMETHING")
+    assert main(["produce", "nope"]) == 2
+    assert "unknown provider 'nope'" in capsys.readouterr().err
+    assert main(["produce", "alpaca", "--connection-id", "a b"]) == 2
+    assert "--connection-id must be" in capsys.readouterr().err
+    assert main(["produce", "echo", "--adapter", "tests.producers.core_support:Missing"]) == 2
+    assert "Missing" in capsys.readouterr().err
+    assert main(["produce", "alpaca"]) == 2
+    err = capsys.readouterr().err
+    assert "TICKPIPE_ALPACA_SECRET_KEY: required setting is not set" in err and "PKSOMETHING" not in err

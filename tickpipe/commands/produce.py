@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 
 from tickpipe.providers import PROVIDERS, section_name
+
+CONN_ID = re.compile(r"[A-Za-z0-9._:-]{1,100}")
 
 
 def add_parser(sub) -> None:
@@ -48,6 +51,10 @@ def run(args, ctx) -> int:
 
     if not args.adapter and args.provider not in PROVIDERS:
         print(f"tickpipe produce: unknown provider '{args.provider}'; known: {', '.join(PROVIDERS)}", file=sys.stderr)
+        return 2
+    if args.connection_id is not None and not CONN_ID.fullmatch(args.connection_id):
+        print("tickpipe produce: --connection-id must be 1-100 characters of letters, digits and . _ : -, "
+              f"got {args.connection_id[:120]!r}", file=sys.stderr)
         return 2
     try:
         cls = _adapter_class(args)
