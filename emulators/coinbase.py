@@ -22,13 +22,23 @@ connection subscribed to that product, so trade ids per product only grow and ev
 Faultable frames: every enveloped frame (data, heartbeats, status, user) carries the
 per-connection ``sequence_num``, so all of them are faultable at connection scope; the
 ``subscriptions`` acks only when ``fault_acks`` is on (handshake replies). Error frames
-carry no sequence number and are never faulted.
+carry no sequence number and are never faulted. The other faults:
+
+| fault | here |
+| --- | --- |
+| disconnect_every / close_code | close with that code (0: drop TCP, journaled as 1006) |
+| stall_every / stall_for | the connection's writer pauses; frames queue up, none are lost |
+| slow | delay before answering each subscribe/unsubscribe |
+| auth_fail | the first N JWT checks (all with -1) fail with ``authentication failure`` |
+| token_expiry | that long after the first accepted JWT: ``authentication failure``, close 1008 |
+| slow_client | that long after connect: error ``slow_client_message``, close 1008 |
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from dataclasses import dataclass
 
 import orjson
@@ -64,6 +74,7 @@ class CoinbaseEmulatorSettings:
     error_closes: bool = setting(False, help="close the socket after every error frame (unconfirmed)")
     idle_close_s: float = setting(90.0, minimum=0, help="close a connection without heartbeats after this long with nothing sent (0: never)")
     messages_per_s: float = setting(0.0, minimum=0, help="client messages per second per connection before 'rate limit exceeded' (docs: 8 per IP; 0: off)")
+    connections_per_s: float = setting(0.0, minimum=0, help="websocket upgrades per second per client IP before HTTP 429 (docs: 8; 0: off)")
     ticker_batch_s: float = setting(5.0, minimum=0.05, help="ticker_batch interval")
     status_every_s: float = setting(30.0, minimum=0.05, help="status update interval")
     user_update_s: float = setting(2.0, minimum=0.05, help="interval of user-channel order updates")
@@ -85,6 +96,7 @@ class CoinbaseEmulator(Emulator):
         self.market = CoinbaseMarket(self.symbols, self.options.seed, s.candle_s)
         self.sessions: list[CoinbaseSession] = []
         self._auth_attempts = 0
+        self._upgrades: dict[str, deque] = {}   # client IP -> recent upgrade times
         self._demand = asyncio.Event()
         self._market_task: asyncio.Task | None = None
 
@@ -94,6 +106,10 @@ class CoinbaseEmulator(Emulator):
 
     # ----- connection -----
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        upgrades = self._upgrades.setdefault(request.remote or "", deque())
+        if _over_limit(upgrades, self.settings.connections_per_s):
+            self.journal.write("rejected", None, peer=request.remote, status=429)
+            return web.Response(status=429, text="too many connections\n")
         ws = web.WebSocketResponse(max_msg_size=4 * self.options.max_frame_bytes, compress=False)
         await ws.prepare(request)
         conn = self.new_connection(path=request.path, peer=request.remote)
@@ -127,7 +143,7 @@ class CoinbaseEmulator(Emulator):
             self._reject(s, "message too large", f"{len(text)} characters")
             s.close("oversize", 1009)
             return
-        if self._rate_limited(s):
+        if _over_limit(s.msg_times, self.settings.messages_per_s):
             self._reject(s, "rate limit exceeded", "too many messages")
             return
         try:
@@ -152,17 +168,6 @@ class CoinbaseEmulator(Emulator):
             self._subscribe(s, channel, products)
         else:
             self._unsubscribe(s, channel, products)
-
-    def _rate_limited(self, s: CoinbaseSession) -> bool:
-        limit = self.settings.messages_per_s
-        if not limit:
-            return False
-        stamps = s.msg_times
-        now = time.monotonic()
-        while stamps and now - stamps[0] > 1.0:
-            stamps.popleft()
-        stamps.append(now)
-        return len(stamps) > limit
 
     def _authenticate(self, s: CoinbaseSession, token: object) -> bool:
         self._auth_attempts += 1
@@ -270,3 +275,14 @@ class CoinbaseEmulator(Emulator):
             if book and product in s.subs.get("level2", ()):
                 s.frame("l2_data", [{"type": "update", "product_id": product, "updates": book}],
                         {"kind": "l2", "instrument": product, "levels": len(book), "event_ns": now})
+
+
+def _over_limit(stamps: deque, per_second: float) -> bool:
+    """Count one more event in ``stamps`` (a one-second window); True when it exceeds ``per_second``."""
+    if not per_second:
+        return False
+    now = time.monotonic()
+    while stamps and now - stamps[0] > 1.0:
+        stamps.popleft()
+    stamps.append(now)
+    return len(stamps) > per_second

@@ -219,3 +219,12 @@ async def test_idle_connection_without_heartbeats_closes_and_rate_limit():
             assert frames[-1]["message"] == "rate limit exceeded"
             await asyncio.sleep(1.1)   # the window moves on: heartbeats keep the socket open past idle_close_s
             await recv_until(ws, channel("heartbeats"))
+
+
+async def test_connection_rate_limit_answers_429():
+    async with emulator(connections_per_s=2) as emu:
+        async with connect(emu), connect(emu):
+            with pytest.raises(websockets.InvalidStatus) as info:
+                async with connect(emu):
+                    pass
+            assert info.value.response.status_code == 429
