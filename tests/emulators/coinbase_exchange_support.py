@@ -85,3 +85,28 @@ async def connect(emu, **kwargs):
 
 def of_type(msgs: list, *types: str) -> list[dict]:
     return [m for m in msgs if isinstance(m, dict) and m.get("type") in types]
+
+
+SAME_KIND = {"ticker_initial": "ticker"}   # journal kind -> the frame type a client sees
+
+
+def identity(msg) -> tuple:
+    """What a client can tell about a frame: (kind, product, sequence, trade id), or GARBAGE."""
+    if not isinstance(msg, dict):
+        return ("GARBAGE",)
+    return (msg["type"], msg.get("product_id"), msg.get("sequence"), msg.get("trade_id"))
+
+
+def journal_stream(journal: list[dict], conn: int) -> list[tuple]:
+    """The frames the journal says connection ``conn`` was sent, in order."""
+    out = []
+    for line in journal:
+        if line["conn"] != conn:
+            continue
+        if line["event"] == "sent":
+            ids = line["ids"]
+            out.append((SAME_KIND.get(ids["kind"], ids["kind"]), ids.get("instrument"), ids.get("product_seq"),
+                        ids.get("trade_id")))
+        elif line["event"] == "fault" and line["fault"] == "malformed":
+            out.append(("GARBAGE",))
+    return out

@@ -8,36 +8,12 @@ import aiohttp
 import pytest
 import websockets
 
-from tests.emulators.coinbase_exchange_support import connect, emulator, of_type, settings, signed
+from tests.emulators.coinbase_exchange_support import (
+    connect, emulator, identity, journal_stream, of_type, settings, signed)
 from tickpipe.emulators.journal import read_journal
 
 FULL = {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["full"]}
 TRADES = {"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["matches", "ticker"]}
-SAME_KIND = {"ticker_initial": "ticker"}
-
-
-def identity(msg) -> tuple:
-    """What a client can tell about a frame: (kind, product, sequence, trade id), or GARBAGE."""
-    if not isinstance(msg, dict):
-        return ("GARBAGE",)
-    return (msg["type"], msg.get("product_id"), msg.get("sequence"), msg.get("trade_id"))
-
-
-def journal_stream(journal: list[dict], conn: int) -> list[tuple]:
-    """The frames the journal says connection ``conn`` was sent, in order."""
-    out = []
-    for line in journal:
-        if line["conn"] != conn:
-            continue
-        if line["event"] == "sent":
-            ids = line["ids"]
-            out.append((SAME_KIND.get(ids["kind"], ids["kind"]), ids.get("instrument"), ids.get("product_seq"),
-                        ids.get("trade_id")))
-        elif line["event"] == "fault" and line["fault"] == "malformed":
-            out.append(("GARBAGE",))
-    return out
-
-
 def faults(journal: list[dict], kind: str) -> list[dict]:
     return [line for line in journal if line["event"] == "fault" and line["fault"] == kind]
 
