@@ -110,15 +110,15 @@ async def test_wrong_key_gives_clear_error_and_slow_retries(kafka_settings):
     assert "heartbeats" in end["error"] and pem not in end["error"] and KEY_NAME not in end["error"]
 
 
-async def test_ed25519_key_from_secret_files_and_user_channel(kafka_settings, tmp_path):
+async def test_ed25519_key_from_secret_files_on_the_user_endpoint(kafka_settings, tmp_path):
     await declare(kafka_settings)
     key = ed_key()
     (tmp_path / "name").write_text(KEY_NAME + "\n")
     (tmp_path / "key").write_text(ed_raw_b64(key) + "\n")
     env = {"TICKPIPE_COINBASE_KEY_NAME_FILE": str(tmp_path / "name"), "TICKPIPE_COINBASE_PRIVATE_KEY_FILE": str(tmp_path / "key"),
-           "TICKPIPE_COINBASE_CHANNELS": "user,ticker", "TICKPIPE_COINBASE_PRODUCT_IDS": "BTC-USD"}
+           "TICKPIPE_COINBASE_CHANNELS": "user,futures_balance_summary", "TICKPIPE_COINBASE_PRODUCT_IDS": "BTC-USD"}
     async with emulator(rate=20, public_keys=public_pem(key), key_name=KEY_NAME) as emu:
-        cfg = load_section(CoinbaseSettings, "coinbase", env={**env, "TICKPIPE_COINBASE_URL": emu.ws_url("")})
+        cfg = load_section(CoinbaseSettings, "coinbase", env={**env, "TICKPIPE_COINBASE_URL": emu.ws_url("/user")})
         adapter = CoinbaseAdapter(cfg, fast_settings())
         assert adapter.signer.algorithm == "EdDSA" and "BEGIN" not in repr(cfg) and KEY_NAME not in repr(cfg)
         p = Producer(adapter, kafka_settings, conn_id="coinbase-t")
@@ -126,8 +126,9 @@ async def test_ed25519_key_from_secret_files_and_user_channel(kafka_settings, tm
             await wait_for(lambda: p.ready()[0], what="ready")
             await asyncio.sleep(0.3)
     got = docs(await read_raw(kafka_settings, "coinbase", until_end()))
-    assert acks(got)[-1]["user"] == ["BTC-USD"]
+    assert acks(got)[-1] == {"heartbeats": ["heartbeats"], "user": ["BTC-USD"], "futures_balance_summary": ["emulator-portfolio"]}
     assert any(f["channel"] == "user" and f["events"][0]["type"] == "snapshot" for f in got)
+    assert any(f["channel"] == "futures_balance_summary" for f in got)
 
 
 async def test_public_channels_without_key_send_no_jwt(kafka_settings, tmp_path):
