@@ -30,6 +30,7 @@ from tickpipe.kafka import KafkaSettings, client_kwargs
 from tickpipe.logs import get_logger
 from tickpipe.producers import metrics
 from tickpipe.producers.base import ResyncTarget
+from tickpipe.producers.resume import partitions_of
 from tickpipe.topics import control_topic
 
 log = get_logger("tickpipe.producer.control")
@@ -103,14 +104,7 @@ class ControlFollower:
                                     auto_offset_reset="latest", request_timeout_ms=15000)
         await consumer.start()
         try:
-            partitions = None
-            while not partitions:
-                partitions = consumer.partitions_for_topic(self.topic)
-                if not partitions:
-                    await consumer._client.force_metadata_update()
-                    partitions = consumer.partitions_for_topic(self.topic)
-                    if not partitions:
-                        raise RuntimeError(f"topic {self.topic} does not exist")
+            partitions = await partitions_of(consumer, self.topic)
             assigned = [TopicPartition(self.topic, p) for p in sorted(partitions)]
             consumer.assign(assigned)
             await consumer.seek_to_end(*assigned)

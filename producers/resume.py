@@ -27,6 +27,17 @@ def partition_for(key: bytes, partitions: list[int]) -> int:
     return DefaultPartitioner()(key, ordered, ordered)
 
 
+async def partitions_of(consumer, topic: str) -> set[int]:
+    """The partition ids of ``topic`` (a started AIOKafkaConsumer); ``RuntimeError`` if it does not exist."""
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()  # aiokafka has no public refresh
+        partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        raise RuntimeError(f"topic {topic} does not exist")
+    return partitions
+
+
 async def last_seq(kafka: KafkaSettings, topic: str, conn: str, scan_max: int = 100_000, window: int = 500) -> int:
     """The highest ``tp-seq`` of ``conn`` in the tail of its partition (0: none within ``scan_max`` records)."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -35,12 +46,7 @@ async def last_seq(kafka: KafkaSettings, topic: str, conn: str, scan_max: int = 
                                 request_timeout_ms=10_000)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise RuntimeError(f"topic {topic} does not exist")
+        partitions = await partitions_of(consumer, topic)
         tp = TopicPartition(topic, partition_for(conn.encode(), list(partitions)))
         consumer.assign([tp])
         first = (await consumer.beginning_offsets([tp]))[tp]
