@@ -47,10 +47,13 @@ class StreamerLink:
         if self.closed or self.ws.closed:
             return
         async with self.lock:
-            if isinstance(frame, bytes):
-                await self.ws.send_bytes(frame)
-            else:
-                await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+            try:
+                if isinstance(frame, bytes):
+                    await self.ws.send_bytes(frame)
+                else:
+                    await self.ws.send_str(frame if isinstance(frame, str) else orjson.dumps(frame).decode())
+            except ConnectionError:   # the peer went away mid-send: the reader loop ends the connection
+                pass
 
     async def notify(self, service: str, code: int, msg: str) -> None:
         await self.send({"notify": [{"service": service, "timestamp": time.time_ns() // 1_000_000,
@@ -102,6 +105,9 @@ class StreamerLink:
                 await self.on_request(check_request(req))
             except RequestError as exc:
                 await self.send(self.session.response(req, exc.code, exc.msg))
+            except Exception as exc:  # a bug must cost one request, never the server
+                self.emu.log.error("request failed", conn=self.conn, error=f"{type(exc).__name__}: {exc}")
+                await self.send(self.session.response(req, 9, "UNKNOWN_FAILURE"))
 
     async def on_request(self, req: dict) -> None:
         service, command = str(req["service"]), str(req["command"])
