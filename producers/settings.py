@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Mapping
 
-from tickpipe.config import env_name, load_section, setting
+from tickpipe.config import ConfigError, env_name, load_section, setting
 
 SECTION = "producer"
 COMPRESSION = ("none", "gzip", "snappy", "lz4", "zstd")
@@ -34,7 +34,8 @@ class ProducerSettings:
     buffer_max_bytes: int = setting(256 * 1024 * 1024, minimum=1024, help="bound of the produce buffer, in bytes")
     pause_at_fill: float = setting(0.5, minimum=0.01, maximum=1.0, help="stop reading the feed at this buffer fill")
     resume_at_fill: float = setting(0.25, minimum=0.0, maximum=1.0, help="read again once the fill is down to this")
-    max_pause_s: float = setting(10.0, minimum=0, help="longest read pause; then read on and drop oldest past the bound")
+    max_pause_s: float = setting(10.0, minimum=0, help="longest read pause, then read on and drop oldest past the bound "
+                                                       "(keep it below ping_timeout_s)")
     linger_ms: int = setting(20, minimum=0, help="Kafka producer batching delay")
     batch_size: int = setting(256 * 1024, minimum=1024, help="Kafka producer batch size in bytes")
     compression: str = setting("gzip", choices=COMPRESSION, help="Kafka compression (snappy/lz4/zstd need cramjam)")
@@ -42,6 +43,13 @@ class ProducerSettings:
     max_request_bytes: int = setting(32 * 1024 * 1024, minimum=1024, help="largest Kafka produce request")
     chunk_records: int = setting(1000, minimum=1, help="records handed to the Kafka client per round")
     flush_timeout_s: float = setting(15.0, minimum=0, help="time allowed to flush on shutdown")
+
+    def __post_init__(self) -> None:
+        if self.resume_at_fill >= self.pause_at_fill:
+            raise ConfigError(f"TICKPIPE_PRODUCER_RESUME_AT_FILL: must be below TICKPIPE_PRODUCER_PAUSE_AT_FILL "
+                              f"({self.pause_at_fill}), got {self.resume_at_fill}")
+        if self.backoff_initial_s > self.backoff_max_s or self.auth_retry_min_s > self.auth_retry_max_s:
+            raise ConfigError("TICKPIPE_PRODUCER_BACKOFF_INITIAL_S / AUTH_RETRY_MIN_S: must not exceed their maximum")
 
 
 def loop_settings_for(adapter_cls, file_data: Mapping | None = None, env: Mapping[str, str] | None = None) -> ProducerSettings:
