@@ -35,6 +35,20 @@ class Producer(Protocol):
     async def flush(self) -> None: ...
 
 
+class AiokafkaSender:
+    """A started ``AIOKafkaProducer`` as a :class:`Producer` (outside Faust: tools, benchmarks)."""
+
+    def __init__(self, producer) -> None:
+        self._producer = producer
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None,
+                   timestamp: float | None, headers: Any) -> Any:
+        return await self._producer.send(topic, value, key=key, partition=partition, headers=headers)
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+
 class BatchProcessor:
     """Runs one provider's :class:`Pipeline` over batches and produces the outputs."""
 
