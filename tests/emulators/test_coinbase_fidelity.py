@@ -41,9 +41,11 @@ def sdk_python() -> Path:
     return python
 
 
-async def run_sdk(python: Path, url: str, key_file: str, channels: str, products: str = "BTC-USD") -> list[dict]:
-    proc = await asyncio.create_subprocess_exec(str(python), str(CLIENT), url, KEY_NAME, key_file, "1.5", channels,
-                                                products, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+async def run_sdk(python: Path, url: str, key_file: str, channels: str, products: str = "BTC-USD",
+                  seconds: float = 1.5, *extra: str) -> list[dict]:
+    proc = await asyncio.create_subprocess_exec(str(python), str(CLIENT), url, KEY_NAME, key_file, str(seconds), channels,
+                                                products, *extra, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()[-2000:]
     lines = [json.loads(line) for line in out.decode().splitlines()]
@@ -71,3 +73,17 @@ async def test_sdk_wsclient_connects_authenticates_subscribes_and_parses(sdk_pyt
         assert [f["sequence_num"] for f in frames] == list(range(len(frames)))
     assert any(f["channel"] == "user" and f["events"][0]["orders"]
                for f in (json.loads(line["raw"]) for line in ed_run))
+
+
+async def test_sdk_reconnects_and_resubscribes_after_an_injected_disconnect(sdk_python, tmp_path):
+    key = ec_key()
+    (tmp_path / "es.pem").write_text(sec1_pem(key))
+    async with emulator("disconnect_every=0.6,close_code=1011", rate=20, public_keys=public_pem(key), key_name=KEY_NAME) as emu:
+        run = await run_sdk(sdk_python, emu.ws_url(""), str(tmp_path / "es.pem"), "ticker", "BTC-USD", 4, "retry")
+        assert emu._connections >= 2
+    frames = [json.loads(line["raw"]) for line in run]
+    restarts = [i for i, f in enumerate(frames) if f["sequence_num"] == 0]
+    assert len(restarts) >= 2 and restarts[0] == 0                    # a new connection counts from 0 again
+    for i in restarts:
+        assert frames[i] == {**frames[i], "channel": "subscriptions",
+                             "events": [{"subscriptions": {"ticker": ["BTC-USD"]}}]}
