@@ -187,3 +187,43 @@ async def test_rare_emulator_messages_normalize():
                 break
         await c.close()
     assert {"s", "l", "i", "c", "x"} <= kinds
+
+
+async def test_integrity_stage_finds_exactly_the_journaled_trade_faults(tmp_path):
+    """Emulator faults -> normalizer -> integrity stage: every alert is a journaled fault and back."""
+    from tickpipe.processors.integrity.stage import IntegrityStage
+
+    faults = "drop=0.05,duplicate=0.05,reorder=0.05"
+    async with running(rate=2000, seed=11, faults=faults, journal=tmp_path / "j.jsonl") as emu:
+        c = await Client.open(emu, "/v2/iex")
+        await c.login()
+        await c.subscribe(trades=["AAPL", "MSFT"])
+        frames = []
+        while sum(f.count('"T":"t"') for f in frames) < 600:
+            frames.append(await c.ws.recv())
+        await c.close()
+        lines = journal_lines(emu)
+    feed, stage, alerts, seen = Feed(), IntegrityStage("alpaca"), [], {}
+    for i, frame in enumerate(frames):
+        raw = RawRecord(provider="alpaca", conn="c1", session="s1", seq=i + 1, recv_ns=10**18 + i * 1_000_000,
+                        payload=frame.encode())
+        result = feed.pipe.handle_raw(raw)
+        assert result.dead_letter is None
+        for r in result.records:
+            if r.get("action", "new") == "new":
+                seen.setdefault(r["provider_symbol"], set()).add(int(r["trade_id"]))
+        alerts += stage.on_frame(raw, result.records, result.marks).alerts
+    alerts += stage.close().alerts
+
+    def found(kind: str) -> set:
+        return {(a["provider_symbol"], i) for a in alerts if a["kind"] == kind and a["counter"] == "trade_id"
+                for i in range(a["first_missing"], a["last_missing"] + 1)}
+
+    def injected(fault: str) -> set:
+        """Faults a consumer can see: inside the received id range (a copy comes in the same frame)."""
+        hits = {(e["ids"][0]["instrument"], e["ids"][0]["trade_id"]) for e in lines if e.get("fault") == fault}
+        return {(s, i) for s, i in hits if min(seen[s]) < i <= max(seen[s])}
+
+    assert injected("drop") and found("GAP") == injected("drop")
+    assert injected("duplicate") and found("DUPLICATE") == injected("duplicate")
+    assert injected("reorder") and found("OUT_OF_ORDER") == injected("reorder")
