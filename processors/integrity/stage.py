@@ -28,8 +28,9 @@ from tickpipe.envelope import KIND_LOSS, KIND_SESSION_END, KIND_SESSION_START, R
 from tickpipe.processors.integrity.policy import Policy, policy_for
 from tickpipe.processors.integrity.trackers import (
     DUPLICATE, RESET, STALE, ContiguousTracker, Finding, MonotonicTracker, Step)
-from tickpipe.processors.records import ALERT_KIND, SCOPE_CONNECTION, Record
+from tickpipe.processors.records import ALERT_KIND, SCOPE_CONNECTION, SCOPE_INSTRUMENT, Record
 
+MARK_KIND = "sequence_mark"
 ORIGIN_FIELDS = ("recv_time", "conn", "session", "frame_seq", "frame_index")
 
 
@@ -196,7 +197,8 @@ class ConnectionIntegrity:
             return
         if record.get("symbol"):
             self.instrument_seen[record["symbol"]] = record.get("recv_time") or 0
-        out.records.append(record)
+        if record.kind != MARK_KIND:   # an instrument-scope sequence mark is checked, never emitted
+            out.records.append(record)
 
     def _record_step(self, out: Emission, key: str, step: Step, raw: RawRecord | None,
                      next_check: int | None = None, current: Record | None = None) -> None:
@@ -277,6 +279,12 @@ class ConnectionIntegrity:
         return alert
 
 
+def _mark_record(mark: Any, raw: RawRecord) -> Record:
+    """A sequence mark of scope instrument (an Exchange order event) as a record only the checks see."""
+    return Record(MARK_KIND, {"symbol": mark.key, "provider_symbol": mark.key, "channel": mark.channel,
+                              "sequence": mark.value, "sequence_scope": mark.scope, "recv_time": raw.recv_ns})
+
+
 def _record_to_json(record: Record) -> list:
     return [record.kind, dict(record)]
 
@@ -324,7 +332,8 @@ class IntegrityStage:
             if counter is None:
                 counter = next((r.get("sequence") for r in records
                                 if r.get("sequence_scope") == SCOPE_CONNECTION and r.get("sequence") is not None), None)
-        return self.connection(raw.conn).on_raw(raw, records, counter)
+        placeholders = [_mark_record(m, raw) for m in marks if getattr(m, "scope", None) == SCOPE_INSTRUMENT]
+        return self.connection(raw.conn).on_raw(raw, list(records) + placeholders if placeholders else records, counter)
 
     def tick(self, now_ns: int) -> Emission:
         out = Emission()
