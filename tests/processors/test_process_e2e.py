@@ -25,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 PRICE = '{"type":"price","data":{"date":"2021-09-29T09:35:5%d","price":%s,"volume":%s,"symbol":"%s"}}'
 
 
-def process_child(kafka_settings, tmp_path, name: str) -> Child:
+def process_child(kafka_settings, tmp_path, name: str, providers=("financefeast",)) -> Child:
     env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
            "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
            "TICKPIPE_PROCESSOR_APP_ID": f"proc-{kafka_settings.topic_prefix}",
@@ -33,7 +33,7 @@ def process_child(kafka_settings, tmp_path, name: str) -> Child:
            "TICKPIPE_PROCESSOR_NORMALIZERS": "financefeast=tests.processors.example_normalizer:normalize",
            "TICKPIPE_TOPICS_RAW_PARTITIONS": "2", "TICKPIPE_TOPICS_TICK_PARTITIONS": "2",
            "TICKPIPE_OPS_PORT": "0", "PYTHONPATH": str(REPO)}
-    return Child(tickpipe_command("process", "--providers", "financefeast"), name,
+    return Child(tickpipe_command("process", "--providers", *providers), name,
                  log_file=tmp_path / f"{name}.log", env=env, ready_timeout=40)
 
 
