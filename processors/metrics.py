@@ -11,6 +11,8 @@ DEAD_LETTERS = Counter("tickpipe_processor_dead_letters_total", "raw records sen
                        ["provider", "error_kind"])
 IGNORED = Counter("tickpipe_processor_ignored_messages_total", "provider messages without market data "
                   "(acks, heartbeats, control)", ["provider", "reason"])
+CHECK_ERRORS = Counter("tickpipe_processor_check_errors_total", "integrity checks that raised, or alerts that did "
+                       "not fit their schema (a bug: the frame's records went out unchecked)", ["provider"])
 PRODUCE_ERRORS = Counter("tickpipe_processor_produce_errors_total", "failed produce attempts", ["topic"])
 BATCH_SIZE = Gauge("tickpipe_processor_last_batch_size", "raw records in the last batch", ["provider"])
 
@@ -21,6 +23,7 @@ class ProviderMetrics:
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.frames = {o: FRAMES.labels(provider, o) for o in ("records", "empty", "dead_letter", "marker")}
+        self.check_errors = CHECK_ERRORS.labels(provider)
         self._records: dict[str, Counter] = {}
         self._dead: dict[str, Counter] = {}
         self._ignored: dict[str, Counter] = {}

@@ -123,8 +123,7 @@ class Pipeline:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return self._dead(raw, VALIDATION, f"{rec.name} does not fit its schema: {exc}", key, None, headers, source)
         result = FrameResult(raw, frame.records, frame.marks)
-        for check in self.checks:
-            check.check(result)
+        self._run_checks("check", result)
         self._emit(result)
         if result.records:
             self.metrics.frames["records"].inc()
@@ -147,19 +146,29 @@ class Pipeline:
 
     def _without_frame(self, hook: str, *args) -> FrameResult:
         result = FrameResult(None)
-        for check in self.checks:
-            method = getattr(check, hook, None)
-            if method is not None:
-                method(result, *args)
+        self._run_checks(hook, result, *args)
         self._emit(result)
         return result
+
+    def _run_checks(self, hook: str, result: FrameResult, *args) -> None:
+        """Run one hook of every check; a failing check is logged and counted, and the
+        frame's records still go out (unchecked rather than lost)."""
+        for check in self.checks:
+            method = getattr(check, hook, None)
+            if method is None:
+                continue
+            try:
+                method(result, *args)
+            except Exception:
+                self.metrics.check_errors.inc()
+                log.exception("integrity check failed", provider=self.provider, hook=hook,
+                              check=type(check).__name__, frame_seq=result.raw.seq if result.raw else None)
 
     def _marker(self, raw: RawRecord) -> FrameResult:
         if raw.kind in (KIND_SESSION_START, KIND_SESSION_END):
             self.state.drop_connection(raw.conn)
         result = FrameResult(raw)
-        for check in self.checks:
-            check.check(result)
+        self._run_checks("check", result)
         self._emit(result)
         self.metrics.frames["marker"].inc()
         return result
@@ -171,7 +180,12 @@ class Pipeline:
             value = rec.encoded if rec.encoded is not None else encode(rec.kind, rec)
             result.outputs.append(Output(rec.kind, rec["symbol"].encode(), value, rec))
         for alert in result.alerts:
-            value = self.encoder.encode(ALERT_KIND, alert)
+            try:
+                value = self.encoder.encode(ALERT_KIND, alert)
+            except (ValueError, TypeError, KeyError, AttributeError):
+                self.metrics.check_errors.inc()
+                log.exception("gap alert does not fit its schema", provider=self.provider)
+                continue
             result.outputs.append(Output(ALERT_KIND, alert["provider"].encode(), value, alert))
 
     def _dead(self, raw: RawRecord | None, error_kind: str, reason: str, key, value, headers,
@@ -189,8 +203,7 @@ class Pipeline:
                         not_logged_before=self._log_gate.take_suppressed())
         result = FrameResult(raw, dead_letter=record)
         if raw is not None:  # the integrity stage still counts the frame
-            for check in self.checks:
-                check.check(result)
+            self._run_checks("check", result)
         out_key = bytes(key) if key is not None else b""
         result.outputs.append(Output(DEAD_LETTER_KIND, out_key, self.encoder.encode(DEAD_LETTER_KIND, record),
                                      record, kafka_headers(record)))

@@ -180,3 +180,14 @@ def test_checks_can_hold_records_and_release_them_on_tick_or_finish():
     assert ticked.raw is None and [o.key for o in ticked.outputs] == [b"NZB.NZ"]
     finished = pipe.finish()
     assert [AvroReader().decode(o.value)["frame_seq"] for o in finished.outputs] == [2]
+
+
+def test_a_failing_check_is_counted_and_the_records_still_go_out():
+    class Broken:
+        def check(self, result):
+            raise RuntimeError("integrity bug")
+
+    before = REGISTRY.get_sample_value("tickpipe_processor_check_errors_total", {"provider": "financefeast"}) or 0
+    result = Pipeline("financefeast", normalize, checks=[Broken()]).handle_raw(raw(PRICE))
+    assert [o.kind for o in result.outputs] == ["trade"]
+    assert REGISTRY.get_sample_value("tickpipe_processor_check_errors_total", {"provider": "financefeast"}) == before + 1
