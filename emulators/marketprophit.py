@@ -65,6 +65,8 @@ class MarketProphitSettings:
     res_shape: str = setting("array", choices=("array", "wrapper"),
                              help="res payload: the REST body array, or {path, method, params, timestamp, results} (unconfirmed)")
     streaming_paths: tuple[str, ...] = setting(tuple(ENDPOINTS), help="entitled /real-time/ paths (others: 'Restricted endpoint')")
+    token_has_exp: bool = setting(True, help="put iat/exp claims in the JWT (June 2014 did; the Jul-Sep 2014 tokens "
+                                                "had neither, so only the server knew the expiry)")
     ts_skew_s: float = setting(0.0, help="added to every record's ts (the Sep-2014 examples show +14400; unconfirmed)")
     ping_interval_s: float = setting(25.0, minimum=0.1, help="Engine.IO pingInterval (1.x default; unconfirmed)")
     ping_timeout_s: float = setting(60.0, minimum=0.1, help="Engine.IO pingTimeout (1.x default; unconfirmed)")
@@ -146,8 +148,9 @@ class MarketProphitEmulator(Emulator):
         now, jti = time.time(), uuid.uuid4().hex
         self.issued[jti] = now
         claims = {"email": "emulator@marketprophit.invalid", "api": True, "streaming_access": True,
-                  "endpoint_paths": list(self.settings.streaming_paths), "iat": int(now),
-                  "exp": int(now) + math.ceil(self.lifetime), "jti": jti}
+                  "endpoint_paths": list(self.settings.streaming_paths), "jti": jti}
+        if self.settings.token_has_exp:
+            claims.update(iat=int(now), exp=int(now) + math.ceil(self.lifetime))
         token = jwt.encode(claims, self.signing_key, algorithm="HS256", headers={"typ": "JWT"})
         response = web.json_response({"token": token}, headers=CORS)
         response.set_cookie("igloo", "s%3A" + secrets.token_urlsafe(16))

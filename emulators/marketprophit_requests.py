@@ -87,6 +87,7 @@ class ProphitNamespace(socketio.AsyncNamespace):
         if isinstance(sub, str) or session is None:
             return await self.refuse(sid, sub if isinstance(sub, str) else "Not connected", options)
         session.subs.setdefault(sub.key, sub)
+        self.emu.journal.write("request", session.conn, action="subscribe", path=sub.path, ticker=sub.ticker)
         return (None,)
 
     async def on_unsubscribe(self, sid: str, options: Any = None):
@@ -97,6 +98,7 @@ class ProphitNamespace(socketio.AsyncNamespace):
             return await self.refuse(sid, sub, options)
         if session is None or session.subs.pop(sub.key, None) is None:
             return await self.refuse(sid, f"Not subscribed: {sub.path} {sub.ticker}", options)
+        self.emu.journal.write("request", session.conn, action="unsubscribe", path=sub.path, ticker=sub.ticker)
         return (None,)
 
     async def refuse(self, sid: str, message: str, request: Any):

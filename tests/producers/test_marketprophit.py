@@ -1,0 +1,187 @@
+"""Market Prophit producer adapter against the Market Prophit emulator and the real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import defaultdict
+
+import pytest
+
+from tests.producers.core_support import fast_settings, read_raw, wait_for
+from tests.producers.core_support import running as producing
+from tickpipe.config import Secret, load_section
+from tickpipe.emulators.base import EmulatorOptions
+from tickpipe.emulators.faults import FaultPlan
+from tickpipe.emulators.journal import read_journal
+from tickpipe.emulators.marketprophit import MarketProphitEmulator
+from tickpipe.emulators.marketprophit import MarketProphitSettings as EmulatorSettings
+from tickpipe.envelope import CT_SOCKETIO, KIND_FRAME, KIND_SESSION_END, KIND_SESSION_START, decode_marker
+from tickpipe.producers.base import ResyncTarget
+from tickpipe.producers.marketprophit import MarketProphitAdapter, MarketProphitSettings, parse_subscription
+from tickpipe.producers.runner import Producer
+from tickpipe.topics import TopicSpec, control_topic, create_missing, raw_topic
+
+KEY = "sk_live_" + "Mp9" * 8
+SUBS = ("/real-time/crowd-sentiment?ticker=AAPL", "/real-time/user-sentiment?ticker=TSLA")
+
+
+async def declare(kafka) -> None:
+    from tickpipe.admin import admin_client
+    async with admin_client(kafka) as admin:
+        await create_missing(admin, [TopicSpec(raw_topic("marketprophit", kafka.topic_prefix), 1, 3600_000),
+                                     TopicSpec(control_topic("marketprophit", kafka.topic_prefix), 1, 3600_000)])
+
+
+def emulator(tmp_path, faults: str = "", rate: float = 100, **settings) -> MarketProphitEmulator:
+    return MarketProphitEmulator(EmulatorOptions(rate=rate, faults=FaultPlan.parse(faults), journal=str(tmp_path / "j.jsonl"),
+                                                 credentials=EmulatorSettings(**settings)))
+
+
+def producer(kafka, emu, key: str = KEY, subscriptions=SUBS, loop=None, **settings) -> Producer:
+    cfg = MarketProphitSettings(secret_key=Secret(key), url=emu.http_url(""), subscriptions=subscriptions, **settings)
+    return Producer(MarketProphitAdapter(cfg, fast_settings(**(loop or {}))), kafka, conn_id="mp-t")
+
+
+def journal(emu) -> list[dict]:
+    emu.journal.flush()
+    return read_journal(emu.journal.path)
+
+
+def until_ends(n: int = 1):
+    return lambda rs: sum(r.kind == KIND_SESSION_END for r in rs) >= n
+
+
+def events_by_session(records) -> dict[str, list]:
+    out = defaultdict(list)
+    for r in records:
+        if r.kind == KIND_FRAME:
+            out[r.session].append(json.loads(r.payload))
+    return out
+
+
+async def test_res_events_recorded_verbatim_in_order_with_markers(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path) as emu:
+        async with producing(producer(kafka_settings, emu)):
+            await wait_for(lambda: emu.journal.counts.get("sent", 0) >= 60, what="60 records sent")
+        sent = [(e["ids"]["ticker"], e["ids"]["ts"]) for e in journal(emu) if e["event"] == "sent"]
+    records = await read_raw(kafka_settings, "marketprophit", until_ends())
+    assert [r.seq for r in records] == list(range(1, len(records) + 1))
+    assert records[0].kind == KIND_SESSION_START and records[-1].kind == KIND_SESSION_END
+    frames = [r for r in records if r.kind == KIND_FRAME]
+    assert {(r.content_type, r.conn) for r in frames} == {(CT_SOCKETIO, "mp-t")}
+    assert frames[0].payload.startswith(b'["res",[{"ts":"')
+    events = [json.loads(f.payload) for f in frames]
+    assert all(e[0] == "res" and isinstance(e[1][0]["ticker"], str) for e in events)
+    got = [(e[1][0]["ticker"], e[1][0]["ts"]) for e in events]
+    assert len(got) >= 40 and got == sent[:len(got)], "every record, in order"
+    assert {t for t, _ in got} == {"AAPL", "TSLA"}
+
+
+async def test_reconnect_after_injected_disconnect_resubscribes_everything(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path, "disconnect_every=0.5,close_code=0") as emu:
+        p = producer(kafka_settings, emu)
+        async with producing(p):
+            await wait_for(lambda: emu.journal.counts.get("connect", 0) >= 3, what="two reconnects")
+            await wait_for(lambda: p.ready()[0], what="ready again")
+        requests = defaultdict(set)
+        for e in journal(emu):
+            if e["event"] == "request" and e["action"] == "subscribe":
+                requests[e["conn"]].add((e["action"], e["path"], e["ticker"]))
+    assert len(requests) >= 3
+    assert all(subs == {("subscribe", "/real-time/crowd-sentiment", "AAPL"), ("subscribe", "/real-time/user-sentiment", "TSLA")}
+               for subs in requests.values())
+    records = await read_raw(kafka_settings, "marketprophit", until_ends(3))
+    assert len(events_by_session(records)) >= 2 and sum(r.kind == KIND_SESSION_START for r in records) >= 3
+    ends = [decode_marker(r.payload) for r in records if r.kind == KIND_SESSION_END]
+    assert any(e["reason"] == "closed" for e in ends[:2])
+
+
+async def test_wrong_secret_key_is_a_clear_auth_failure_with_slow_retries(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path, secret_key=Secret(KEY)) as emu:
+        wrong = "sk_live_" + "Zz1" * 8
+        p = producer(kafka_settings, emu, key=wrong, loop={"auth_retry_min_s": 5.0, "auth_retry_max_s": 10.0})
+        async with producing(p):
+            await wait_for(lambda: p.loop.auth_failures == 1, what="the auth failure")
+            await asyncio.sleep(0.8)
+            assert p.loop.attempts == 1 and not p.ready()[0]
+    records = await read_raw(kafka_settings, "marketprophit", lambda rs: len(rs) >= 1, timeout=1.5)
+    assert records == []  # refused at POST /jwt: no session was opened
+    assert p.loop.auth_failures == 1
+
+
+async def test_token_refreshed_before_expiry_and_subscriptions_restored(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path, token_lifetime_s=2.0) as emu:
+        p = producer(kafka_settings, emu)
+        async with producing(p):
+            await wait_for(lambda: emu.journal.counts.get("connect", 0) >= 3, what="two token refreshes")
+            await wait_for(lambda: p.ready()[0], what="ready again")
+        lines = journal(emu)
+    assert not [e for e in lines if e["event"] == "auth" and not e["ok"]], "never used an expired token"
+    records = await read_raw(kafka_settings, "marketprophit", until_ends(2))
+    ends = [decode_marker(r.payload)["reason"] for r in records if r.kind == KIND_SESSION_END]
+    assert ends[:2] == ["token_refresh", "token_refresh"]
+    for events in list(events_by_session(records).values())[:2]:
+        assert {e[1][0]["ticker"] for e in events} == {"AAPL", "TSLA"}
+
+
+async def test_server_side_token_expiry_mid_session_reconnects_with_a_new_token(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path, "token_expiry=0.8", token_has_exp=False) as emu:
+        p = producer(kafka_settings, emu)
+        async with producing(p):
+            await wait_for(lambda: emu.journal.counts.get("fault:token_expiry", 0) >= 2, what="two expiries")
+            await wait_for(lambda: p.ready()[0], what="ready again")
+        lines = journal(emu)
+    reasons = [e["reason"] for e in lines if e["event"] == "disconnect"]
+    assert reasons[:2] == ["token expired", "token expired"]
+    subscribed = defaultdict(set)
+    for e in lines:
+        if e["event"] == "request" and e["action"] == "subscribe":
+            subscribed[e["conn"]].add(e["ticker"])
+    assert len(subscribed) >= 3 and all(t == {"AAPL", "TSLA"} for t in subscribed.values())
+    records = await read_raw(kafka_settings, "marketprophit", until_ends(2))
+    assert decode_marker([r for r in records if r.kind == KIND_SESSION_END][0].payload)["reason"] == "closed"
+
+
+async def test_refused_subscription_is_permanent_and_names_the_path(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path) as emu:
+        p = producer(kafka_settings, emu, subscriptions=("/real-time/no-such-thing?ticker=AAPL",),
+                     loop={"auth_retry_min_s": 5.0, "auth_retry_max_s": 10.0})
+        async with producing(p):
+            await wait_for(lambda: p.loop.auth_failures == 1, what="the refusal")
+    records = await read_raw(kafka_settings, "marketprophit", until_ends())
+    end = decode_marker([r for r in records if r.kind == KIND_SESSION_END][0].payload)
+    assert end["reason"] == "auth_failed" and "Unknown endpoint: /real-time/no-such-thing" in end["error"]
+    err = [json.loads(r.payload) for r in records if r.kind == KIND_FRAME]
+    assert err[0][0] == "err" and err[0][1]["message"].startswith("Unknown endpoint")  # the err event is recorded
+
+
+async def test_resync_unsubscribes_and_resubscribes_the_ticker(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path) as emu:
+        p = producer(kafka_settings, emu)
+        async with producing(p):
+            await wait_for(lambda: p.ready()[0], what="ready")
+            assert p.loop.request_resync(ResyncTarget(instrument="TSLA", reason="gap"))
+            assert not await p.adapter.resync(p.loop.session, ResyncTarget(instrument="NOPE"))
+            await wait_for(lambda: emu.journal.counts.get("request", 0) >= 4, what="the resync requests")
+        requests = [(e["action"], e["ticker"]) for e in journal(emu) if e["event"] == "request"]
+    assert requests[:4] == [("subscribe", "AAPL"), ("subscribe", "TSLA"), ("unsubscribe", "TSLA"), ("subscribe", "TSLA")]
+
+
+def test_settings_from_env_secret_file_and_subscription_syntax(tmp_path):
+    (tmp_path / "key").write_text(KEY + "\n")
+    env = {"TICKPIPE_MARKETPROPHIT_SECRET_KEY_FILE": str(tmp_path / "key"),
+           "TICKPIPE_MARKETPROPHIT_SUBSCRIPTIONS": "/real-time/tweet-volume?ticker=TSLA,crowd-sentiment"}
+    s = load_section(MarketProphitSettings, "marketprophit", env=env)
+    assert s.secret_key.reveal() == KEY and KEY not in repr(s)
+    assert MarketProphitAdapter(s).requests == [
+        {"path": "/real-time/tweet-volume", "method": "get", "params": {"ticker": "TSLA"}},
+        {"path": "crowd-sentiment", "params": {}}]
+    assert parse_subscription("/real-time/user-sentiment?ticker=JABA&x=1", "GET")["params"] == {"ticker": "JABA", "x": "1"}
