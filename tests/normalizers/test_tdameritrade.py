@@ -201,3 +201,62 @@ async def test_emulator_frames_normalize_without_dead_letters(cls):
     for r in raw:
         merged.update(r)
     assert last_l1["bid_price"] == str(merged["1"]) and last_l1["ask_price"] == str(merged["2"])
+
+
+async def test_integrity_stage_finds_exactly_the_journaled_seq_faults(tmp_path):
+    """Emulator faults on per-key ``seq`` (timesales and charts) -> normalizer -> integrity stage."""
+    from tickpipe.emulators.faults import FaultPlan
+    from tickpipe.emulators.journal import read_journal
+    from tickpipe.processors.integrity.stage import IntegrityStage
+
+    path = str(tmp_path / "j.jsonl")
+    options = EmulatorOptions(rate=1500, seed=4, journal=path, faults=FaultPlan.parse("drop=0.05,duplicate=0.05,reorder=0.05"),
+                              credentials=StreamerEmulatorSettings(heartbeat_s=0.2, clock_speed=3000))
+    async with TDAmeritradeEmulator(options) as emu:
+        client = await StreamerClient.connect(emu)
+        await client.login()
+        await client.subscribe("TIMESALE_EQUITY", "AAPL,MSFT", "0,1,2,3,4")
+        await client.subscribe("CHART_EQUITY", "AAPL,MSFT")
+        await client.collect(4, lambda fs: len(data_records(client.frames, "CHART_EQUITY")) >= 150
+                             and len(data_records(client.frames, "TIMESALE_EQUITY")) >= 600)
+        await client.close()
+    received = len(data_records(client.frames))
+    lines, sent = [], 0
+    for line in read_journal(path):            # the journal up to the last message the client read
+        lines.append(line)
+        sent += line["event"] == "sent"
+        if sent == received:
+            break
+    feed, stage, alerts, seen = Feed("tdameritrade"), IntegrityStage("tdameritrade"), [], {}
+    for i, frame in enumerate(f for f in client.frames if isinstance(f, dict) and "garbage" not in f):
+        raw = RawRecord(provider="tdameritrade", conn="c1", session="s1", seq=i + 1,
+                        recv_ns=10**18 + i * 1_000_000, payload=json.dumps(frame).encode())
+        result = feed.pipe.handle_raw(raw)
+        assert result.dead_letter is None
+        for r in result.records:
+            if r.get("sequence") is not None:
+                seen.setdefault((r["channel"], r["provider_symbol"]), set()).add(r["sequence"])
+        alerts += stage.on_frame(raw, result.records, result.marks).alerts
+    alerts += stage.close().alerts
+
+    def found(kind: str) -> set:
+        return {(a["channel"], a["provider_symbol"], i) for a in alerts if a["kind"] == kind and a["counter"] == "seq"
+                for i in range(a["first_missing"], a["last_missing"] + 1)}
+
+    def injected(fault: str) -> set:
+        """Faults a per-key check can see: a drop inside the seen range, a swap of two records of one key."""
+        hits = set()
+        for e in lines:
+            if e.get("fault") != fault or (fault == "reorder" and len({(i["service"], i["instrument"]) for i in e["ids"]}) > 1):
+                continue
+            c, s, q = e["ids"][0]["service"], e["ids"][0]["instrument"], e["ids"][0]["product_seq"]
+            if (c, s) in seen and (min(seen[c, s]) < q < max(seen[c, s]) or fault != "drop"):
+                hits.add((c, s, q))
+        return hits
+
+    chart_drops = [e for e in lines if e.get("fault") == "drop" and e["ids"][0]["service"] == "CHART_EQUITY"]
+    assert {c for c, _, _ in injected("drop")} == {"TIMESALE_EQUITY", "CHART_EQUITY"}, (
+        len(data_records(client.frames, "CHART_EQUITY")), chart_drops, {k: (min(v), max(v), len(v)) for k, v in seen.items()})
+    assert found("GAP") == injected("drop")
+    assert injected("duplicate") and found("DUPLICATE") == injected("duplicate")
+    assert injected("reorder") and found("OUT_OF_ORDER") == injected("reorder")
