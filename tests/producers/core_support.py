@@ -162,11 +162,12 @@ class FeedServer:
 
 
 # ----- Kafka side -----
-async def declare_echo_topics(kafka) -> None:
+async def declare_echo_topics(kafka, provider: str = PROVIDER, raw_partitions: int = 2) -> None:
+    """The raw and control topics of ``provider`` (default: the echo feed's)."""
     from tickpipe.admin import admin_client
 
-    specs = [TopicSpec(raw_topic(PROVIDER, kafka.topic_prefix), 2, 3600_000),
-             TopicSpec(control_topic(PROVIDER, kafka.topic_prefix), 1, 3600_000)]
+    specs = [TopicSpec(raw_topic(provider, kafka.topic_prefix), raw_partitions, 3600_000),
+             TopicSpec(control_topic(provider, kafka.topic_prefix), 1, 3600_000)]
     async with admin_client(kafka) as admin:
         await create_missing(admin, specs)
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.producers.core_support import fast_settings, read_raw, wait_for
+from tests.producers.core_support import declare_echo_topics, fast_settings, read_raw, wait_for
 from tests.producers.core_support import running as producing
 from tickpipe.config import Secret, load_section
 from tickpipe.emulators.base import EmulatorOptions
@@ -18,16 +18,12 @@ from tickpipe.emulators.journal import read_journal
 from tickpipe.envelope import CT_JSON, KIND_FRAME, KIND_SESSION_END, KIND_SESSION_START, decode_marker
 from tickpipe.producers.financefeast import FinancefeastAdapter, FinancefeastSettings
 from tickpipe.producers.runner import Producer
-from tickpipe.topics import TopicSpec, control_topic, create_missing, raw_topic
 
 TOKEN = "pk_" + "Nz4" * 7
 
 
 async def declare(kafka) -> None:
-    from tickpipe.admin import admin_client
-    async with admin_client(kafka) as admin:
-        await create_missing(admin, [TopicSpec(raw_topic("financefeast", kafka.topic_prefix), 1, 3600_000),
-                                     TopicSpec(control_topic("financefeast", kafka.topic_prefix), 1, 3600_000)])
+    await declare_echo_topics(kafka, "financefeast", raw_partitions=1)
 
 
 def emulator(tmp_path, faults: str = "", rate: float = 200, **settings) -> FinancefeastEmulator:

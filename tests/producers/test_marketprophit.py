@@ -8,7 +8,7 @@ from collections import defaultdict
 
 import pytest
 
-from tests.producers.core_support import fast_settings, read_raw, wait_for
+from tests.producers.core_support import declare_echo_topics, fast_settings, read_raw, wait_for
 from tests.producers.core_support import running as producing
 from tickpipe.config import Secret, load_section
 from tickpipe.emulators.base import EmulatorOptions
@@ -20,17 +20,13 @@ from tickpipe.envelope import CT_SOCKETIO, KIND_FRAME, KIND_SESSION_END, KIND_SE
 from tickpipe.producers.base import ResyncTarget
 from tickpipe.producers.marketprophit import MarketProphitAdapter, MarketProphitSettings, parse_subscription
 from tickpipe.producers.runner import Producer
-from tickpipe.topics import TopicSpec, control_topic, create_missing, raw_topic
 
 KEY = "sk_live_" + "Mp9" * 8
 SUBS = ("/real-time/crowd-sentiment?ticker=AAPL", "/real-time/user-sentiment?ticker=TSLA")
 
 
 async def declare(kafka) -> None:
-    from tickpipe.admin import admin_client
-    async with admin_client(kafka) as admin:
-        await create_missing(admin, [TopicSpec(raw_topic("marketprophit", kafka.topic_prefix), 1, 3600_000),
-                                     TopicSpec(control_topic("marketprophit", kafka.topic_prefix), 1, 3600_000)])
+    await declare_echo_topics(kafka, "marketprophit", raw_partitions=1)
 
 
 def emulator(tmp_path, faults: str = "", rate: float = 100, **settings) -> MarketProphitEmulator:
