@@ -138,7 +138,8 @@ async def test_test_feed_serves_fakepaca_only_and_delayed_sip_lags():
 
 async def test_any_wellformed_symbol_gets_data_and_rate_zero_streams_fast():
     async with running(rate=0) as emu:
-        c = await Client.open(emu, "/v2/sip", use_msgpack=True)
+        # an unbounded client queue: a full one stops reading, so the server's close frame could not get through
+        c = await Client.open(emu, "/v2/sip", use_msgpack=True, max_queue=None)
         await c.login()
         await c.subscribe(trades=["ZVZZT"])
         trades = trades_of(await c.collect(2000))
