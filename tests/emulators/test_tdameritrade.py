@@ -35,6 +35,7 @@ async def test_tda_rest_then_login_with_credential_string():
         assert host == f"127.0.0.1:{emu.port}"              # a bare host, as TDA hands it out
         assert len(principals["streamerSubscriptionKeys"]["keys"][0]["key"]) >= 64
         client = await StreamerClient.connect(emu, tok.body["access_token"])
+        assert [type(e).__name__ for e in client.ws.protocol.extensions] == ["PerMessageDeflate"]
         resp = await client.login()
         assert resp["content"]["code"] == 0
         assert (resp["service"], resp["command"], resp["requestid"]) == ("ADMIN", "LOGIN", "0")

@@ -39,6 +39,7 @@ async def test_message_faults_match_the_journal(tmp_path):
         await client.subscribe("QUOTE", "AAPL", "0,1,2,3")              # unfaulted traffic alongside
         await client.collect(3, lambda fs: len(data_records(client.frames, "TIMESALE_EQUITY")) >= 250)
         await client.response(await client.request("TIMESALE_EQUITY", "UNSUBS", {"keys": "AAPL,MSFT"}))
+        await client.response(await client.request("QUOTE", "UNSUBS", {"keys": "AAPL"}))   # nothing can follow now
         await client.close()
     journal = [e for e in read_journal(path) if e["conn"] == 1]
     sent = [(e["ids"]["instrument"], e["ids"]["product_seq"], e["ids"]["trade_id"])
