@@ -20,8 +20,9 @@ def example_normalizer(monkeypatch):
     monkeypatch.setitem(NORMALIZERS, "financefeast", "tests.processors.example_normalizer:normalize")
 
 
-def lines(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def lines(path, type_: str | None = None) -> list[dict]:
+    docs = [json.loads(line) for line in path.read_text().splitlines()]
+    return [d for d in docs if type_ is None or d["type"] == type_]
 
 
 def test_capture_file_to_ticks_and_dead_letters(tmp_path, capsys):
@@ -31,7 +32,7 @@ def test_capture_file_to_ticks_and_dead_letters(tmp_path, capsys):
     capture.write_text("\n".join(frames) + "\n")
     ticks, dlq = tmp_path / "ticks.jsonl", tmp_path / "dlq.jsonl"
     assert cli.main(["replay", "--provider", "financefeast", str(capture), "--ticks", str(ticks), "--dlq", str(dlq)]) == 0
-    trades = lines(ticks)
+    trades = lines(ticks, "Trade")  # the file may also hold the integrity stage's alerts
     assert [(t["type"], t["symbol"], t["price"], t["size"]) for t in trades] == [
         ("Trade", "NZB.NZ", "3.0400", "100"), ("Trade", "AIR.NZ", "0.00000001", "2.50")]
     assert [(t["conn"], t["session"], t["frame_seq"], t["recv_time"]) for t in trades] == [
@@ -56,8 +57,12 @@ def test_raw_topic_export_keeps_sessions_from_markers(tmp_path, capsysbinary):
         rec(3, "s2", '{"event":"session_start"}', KIND_SESSION_START), rec(4, "s2", PRICE % ("1.20", "6", "A.NZ"))]))
     assert cli.main(["replay", "--provider", "financefeast", str(export)]) == 0
     out = [json.loads(line) for line in capsysbinary.readouterr().out.splitlines()]
-    assert [(t["session"], t["conn"], t["frame_seq"], t["recv_time"], t["price"]) for t in out] == [
+    ticks = [t for t in out if t["type"] == "Trade"]
+    assert [(t["session"], t["conn"], t["frame_seq"], t["recv_time"], t["price"]) for t in ticks] == [
         ("s1", "ff-0", 2, 1002, "1.10"), ("s2", "ff-0", 4, 1004, "1.20")]
+    [reset] = [a for a in out if a["type"] == "GapAlert"]   # the session break, with its uncovered span
+    assert (reset["kind"], reset["scope"], reset["session"], reset["span_start"], reset["span_end"]) == (
+        "RESET", "connection", "s2", 1002, 1003)
 
 
 def test_bad_export_line_is_reported_with_its_number(tmp_path, capsys):

@@ -35,6 +35,8 @@ def run(args, ctx) -> int:
     processor = ctx.section(ProcessorSettings, "processor")
     avro = ctx.section(AvroSettings, "avro")
     ops = ctx.section(OpsSettings, "ops", port=args.ops_port)
+    from tickpipe.processors.integrity.stage import IntegritySettings
+    integrity = ctx.section(IntegritySettings, "integrity")
     providers = list(args.providers or available_providers(processor.normalizer_overrides()))
     if not providers:
         print("tickpipe process: no provider normalizer is installed", file=sys.stderr)
@@ -46,7 +48,7 @@ def run(args, ctx) -> int:
         print(f"tickpipe process: {exc}", file=sys.stderr)
         return 2
     _quiet_faust(ops.log_level)
-    return run_service(lambda stop: _main(stop, kafka, topics, processor, avro, ops, providers),
+    return run_service(lambda stop: _main(stop, kafka, topics, processor, avro, ops, providers, integrity),
                        grace_s=ops.shutdown_grace_s)
 
 
@@ -68,7 +70,7 @@ async def _encoder(avro, kafka, providers):
     return AvroEncoder(registry_ids=ids)
 
 
-async def _main(stop, kafka, topics, processor, avro, ops_settings, providers) -> int:
+async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, integrity) -> int:
     from tickpipe.admin import declare_topics
     from tickpipe.children import print_ready
     from tickpipe.logs import get_logger
@@ -93,7 +95,9 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers) -
     try:
         await declare_topics(kafka, topics)
         encoder = await _encoder(avro, kafka, providers)
-        app = build_app(kafka, processor, providers, topics, encoder)
+        from tickpipe.processors.integrity.check import IntegrityCheck
+        app = build_app(kafka, processor, providers, topics, encoder,
+                        checks_factory=lambda provider: [IntegrityCheck(provider, integrity)])
         state["app"] = app
         await app.start()
         log.info("processor started", providers=providers, wire_format=encoder.wire_format)

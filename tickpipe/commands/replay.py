@@ -31,9 +31,13 @@ def run(args, ctx) -> int:
     from tickpipe.processors.rawfile import RawFileError
     from tickpipe.processors.replay import replay
 
+    from tickpipe.processors.integrity.check import IntegrityCheck
+    from tickpipe.processors.integrity.stage import IntegritySettings
+
     overrides = ctx.section(ProcessorSettings, "processor").normalizer_overrides()
+    integrity = ctx.section(IntegritySettings, "integrity")
     try:
-        pipeline = Pipeline.for_provider(args.provider, overrides)
+        pipeline = Pipeline.for_provider(args.provider, overrides, checks=[IntegrityCheck(args.provider, integrity)])
     except NormalizerMissing as exc:
         print(f"tickpipe replay: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,59 @@
+"""The integrity stage plugged into the processing pipeline (``FrameCheck`` of ``processors/pipeline.py``).
+
+For each frame the pipeline has normalized, :class:`IntegrityCheck` hands the frame and its
+records to the :class:`~tickpipe.processors.integrity.stage.IntegrityStage` and replaces the
+frame's records with what the stage releases now (records held back in a reorder window
+come out later, with the frame that completes them, on a ``tick`` or at ``finish``), and
+appends the stage's ``GapAlert`` records. A dead-lettered frame still counts at the
+producer scope, with no records.
+
+Optionally every connection's state is saved to a key-value store after each frame (the
+Faust app passes a table): a restarted or rebalanced worker restores it before the next
+frame of that connection, so redelivered frames are recognised as duplicates.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import MutableMapping
+
+import orjson
+
+from tickpipe.processors.integrity.metrics import IntegrityMetrics
+from tickpipe.processors.integrity.stage import Emission, IntegritySettings, IntegrityStage
+
+
+class IntegrityCheck:
+    def __init__(self, provider: str, settings: IntegritySettings = IntegritySettings(),
+                 store: MutableMapping[str, bytes] | None = None) -> None:
+        self.stage = IntegrityStage(provider, settings)
+        self.store = store
+        self.metrics = IntegrityMetrics(provider)
+
+    def check(self, result) -> None:
+        raw = result.raw
+        if raw is None:
+            return
+        if self.store is not None and raw.conn not in self.stage.connections:
+            saved = self.store.get(raw.conn)
+            if saved:
+                self.stage.connection(raw.conn).restore(orjson.loads(saved))
+        records = result.records if result.dead_letter is None else []
+        emission = self.stage.on_frame(raw, records, result.marks)
+        self._apply(result, emission, replace=True)
+        if self.store is not None:
+            self.store[raw.conn] = orjson.dumps(self.stage.connection(raw.conn).snapshot())
+
+    def tick(self, result, now_ns: int | None = None) -> None:
+        self._apply(result, self.stage.tick(now_ns if now_ns is not None else time.time_ns()))
+
+    def finish(self, result) -> None:
+        self._apply(result, self.stage.close())
+
+    def _apply(self, result, emission: Emission, replace: bool = False) -> None:
+        if replace:
+            result.records = emission.records
+        else:
+            result.records.extend(emission.records)
+        result.alerts.extend(emission.alerts)
+        self.metrics.observe(emission.alerts, self.stage.connections.values())
