@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Callable, Iterable, Iterator
 
-from tickpipe.emulators.market import Bar, MarketSim, Trade, _round
+from tickpipe.emulators.market import Bar, MarketSim, _round
 
 DAY_NS = 86_400 * 1_000_000_000
 BAR_CHANNELS = ("bars", "updatedBars", "dailyBars")

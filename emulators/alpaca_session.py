@@ -24,12 +24,10 @@ if TYPE_CHECKING:
 
 
 class StreamSession:
-    legacy = False
-
     def __init__(self, emu: "AlpacaEmulator", feed: "Feed", request: web.Request) -> None:
         self.emu, self.feed, self.request = emu, feed, request
         self.settings = emu.settings
-        self.codec = Codec(None if self.legacy else request.headers.get("Content-Type"))
+        self.codec = Codec(None if feed.legacy else request.headers.get("Content-Type"))  # v1: JSON only
         self.ws = web.WebSocketResponse(compress=True, max_msg_size=4 * emu.options.max_frame_bytes)
         self.subs = Subscriptions(feed.channels)
         self.lock = asyncio.Lock()          # one writer at a time; state changes and their acks are atomic
@@ -74,6 +72,8 @@ class StreamSession:
                     await self._dispatch(msg.data)
                 elif msg.type == WSMsgType.ERROR:
                     break
+        except ConnectionResetError:  # the client went away while we answered it
+            pass
         finally:
             for task in tasks:
                 task.cancel()

@@ -51,8 +51,6 @@ def authorization(action: str, status: str) -> dict:
 
 
 class V1Session(StreamSession):
-    legacy = True
-
     async def handle(self, data: str | bytes) -> None:
         try:
             msg = orjson.loads(data) if len(data) <= self.emu.options.max_frame_bytes else None
