@@ -37,23 +37,28 @@ def process_child(kafka_settings, tmp_path, name: str, providers=("financefeast"
                  log_file=tmp_path / f"{name}.log", env=env, ready_timeout=40)
 
 
-async def consume(kafka_settings, topics: list[str], want: int, settle_s: float = 0.0, timeout: float = 40.0) -> list:
-    """Decoded records of ``topics`` once ``want`` arrived (then ``settle_s`` more for stragglers)."""
+async def consume(kafka_settings, topics: list[str], want: int, settle_s: float = 0.0, timeout: float = 40.0,
+                  raw: bool = False) -> list:
+    """(topic, key, record, headers) of ``topics`` once ``want`` arrived (then ``settle_s`` more for
+    stragglers); records decoded with the shipped schemas, or the value bytes with ``raw``."""
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(*topics, **client_kwargs(kafka_settings), group_id=None,
                                 auto_offset_reset="earliest")
     await consumer.start()
     reader, got = AvroReader(), []
+
+    async def fetch() -> None:
+        for batch in (await consumer.getmany(timeout_ms=300)).values():
+            got.extend((m.topic, m.key, m.value if raw else reader.decode(m.value), m.headers) for m in batch)
+
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and len(got) < want:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                got += [(m.topic, m.key, reader.decode(m.value), m.headers) for m in batch]
+            await fetch()
         settle_until = time.monotonic() + settle_s
         while time.monotonic() < settle_until:
-            for batch in (await consumer.getmany(timeout_ms=300)).values():
-                got += [(m.topic, m.key, reader.decode(m.value), m.headers) for m in batch]
+            await fetch()
     finally:
         await consumer.stop()
     return got
@@ -112,3 +117,26 @@ def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(ka
         got = asyncio.run(consume(kafka_settings, [trades], want=4, settle_s=2.0))
     assert sorted(r["frame_seq"] for _, _, r, _ in got) == [3, 5, 6, 7]
     assert os.path.exists(tmp_path / "process-2.log")
+
+
+def test_with_a_registry_schemas_are_registered_at_start_and_ticks_use_the_confluent_format(kafka_settings, tmp_path):
+    from tests.processors.registry_server import RegistryServer
+    from tickpipe.schema_registry import SchemaRegistry
+
+    prefix = kafka_settings.topic_prefix
+    with RegistryServer() as registry:
+        child = process_child(kafka_settings, tmp_path, "process-registry")
+        child.env["TICKPIPE_AVRO_REGISTRY_URL"] = registry.url
+        with child:
+            assert child.ready["wire_format"] == "confluent"
+            assert f"{prefix}ticks.trade-value" in registry.subjects and f"{prefix}dlq.financefeast-value" in registry.subjects
+            asyncio.run(produce(kafka_settings, raw_topic("financefeast", prefix), [frame(1, PRICE % (1, "2.50", "3", "A.NZ"))]))
+            [(_, _, value, _)] = asyncio.run(consume(kafka_settings, [tick_topic("trade", prefix)], want=1, raw=True))
+
+        async def decode(value):
+            async with SchemaRegistry(registry.url) as client:
+                return await AvroReader(registry=client).decode_async(value)
+
+        assert value[0] == 0 and int.from_bytes(value[1:5], "big") == registry.subjects[f"{prefix}ticks.trade-value"][0]
+        record = asyncio.run(decode(value))
+    assert (record.name, record["price"], record["size"]) == ("Trade", "2.50", "3")
