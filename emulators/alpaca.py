@@ -59,6 +59,8 @@ class AlpacaEmulatorSettings:
     header_auth_announce: bool = setting(True, help="after auth by upgrade headers, send 'authenticated' unasked (unconfirmed)")
     close_on_auth_error: bool = setting(False, help="close the socket after 402/406/409 (unconfirmed; Go retries 406 in place)")
     error_close_code: int = setting(1008, minimum=1000, maximum=4999, help="close code after 404 auth timeout and 407 slow client")
+    server_ping_s: float = setting(0.0, minimum=0, help="server-sent WebSocket pings this often, closing on a missed pong (unconfirmed; 0 = none)")
+    quote_size_lots: bool = setting(False, help="stock quote sizes in round lots of 100 instead of shares (unconfirmed)")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ class StreamSession:
         self.emu, self.feed, self.request = emu, feed, request
         self.settings = emu.settings
         self.codec = Codec(None if feed.legacy else request.headers.get("Content-Type"))  # v1: JSON only
-        self.ws = web.WebSocketResponse(compress=True, max_msg_size=4 * emu.options.max_frame_bytes)
+        self.ws = web.WebSocketResponse(compress=True, max_msg_size=4 * emu.options.max_frame_bytes,
+                                        heartbeat=self.settings.server_ping_s or None)
         self.subs = Subscriptions(feed.channels)
         self.lock = asyncio.Lock()          # one writer at a time; state changes and their acks are atomic
         self.account: str | None = None     # set once authenticated

@@ -73,7 +73,7 @@ class V2Session(StreamSession):
             await self._error(400)
 
     def render(self, event: Event) -> dict:
-        return v2_message(event, self.codec, self.feed.crypto)
+        return v2_message(event, self.codec, self.feed.crypto, self.settings.quote_size_lots)
 
     def frames(self, payloads: list[Any]) -> list[str | bytes]:
         """Data messages batched into arrays; a malformed-frame fault stands alone between them."""

@@ -113,8 +113,9 @@ def _bar(t: str, symbol: str, bar: Bar, ts: Any, crypto: bool) -> dict:
             "vw": float(bar.vwap)}
 
 
-def v2_message(event: Event, codec: Codec, crypto: bool) -> dict:
-    """One v2 stock or v1beta3 crypto data message (a map with ``T`` first)."""
+def v2_message(event: Event, codec: Codec, crypto: bool, lots: bool = False) -> dict:
+    """One v2 stock or v1beta3 crypto data message (a map with ``T`` first); ``lots``: stock
+    quote sizes in round lots of 100 shares rather than shares."""
     kind, sym, d, ts = event.kind, event.symbol, event.data, codec.ts(event.ts_ns)
     if kind == "trade":
         if crypto:
@@ -127,8 +128,9 @@ def v2_message(event: Event, codec: Codec, crypto: bool) -> dict:
         if crypto:
             return {"T": "q", "S": sym, "bp": _num(d.bid), "bs": float(d.bid_size), "ap": _num(d.ask),
                     "as": float(d.ask_size), "t": ts}
-        return {"T": "q", "S": sym, "bx": "K", "bp": _num(d.bid), "bs": int(d.bid_size), "ax": "Q",
-                "ap": _num(d.ask), "as": int(d.ask_size), "c": ["R"], "z": tape(sym), "t": ts}
+        unit = 100 if lots else 1
+        return {"T": "q", "S": sym, "bx": "K", "bp": _num(d.bid), "bs": max(1, int(d.bid_size) // unit), "ax": "Q",
+                "ap": _num(d.ask), "as": max(1, int(d.ask_size) // unit), "c": ["R"], "z": tape(sym), "t": ts}
     if kind in ("bar", "dailyBar", "updatedBar"):
         return _bar({"bar": "b", "dailyBar": "d", "updatedBar": "u"}[kind], sym, d, ts, crypto)
     if kind == "orderbook":

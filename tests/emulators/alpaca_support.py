@@ -43,6 +43,9 @@ class Client:
         hdrs = dict(headers or {})
         if use_msgpack:
             hdrs["Content-Type"] = "application/msgpack"
+        # An unbounded queue: with a full one the library stops reading, so a close
+        # handshake behind unread data frames would wait for its 10 s timeout.
+        kw.setdefault("max_queue", None)
         ws = await websockets.connect(emu.ws_url(path), additional_headers=hdrs, **kw)
         return cls(ws, use_msgpack)
 

@@ -138,8 +138,7 @@ async def test_test_feed_serves_fakepaca_only_and_delayed_sip_lags():
 
 async def test_any_wellformed_symbol_gets_data_and_rate_zero_streams_fast():
     async with running(rate=0) as emu:
-        # an unbounded client queue: a full one stops reading, so the server's close frame could not get through
-        c = await Client.open(emu, "/v2/sip", use_msgpack=True, max_queue=None)
+        c = await Client.open(emu, "/v2/sip", use_msgpack=True)
         await c.login()
         await c.subscribe(trades=["ZVZZT"])
         trades = trades_of(await c.collect(2000))
@@ -203,3 +202,17 @@ def test_cli_emulator_subprocess_serves_alpaca(tmp_path):
 
         assert [t["S"] for t in asyncio.run(session())] == ["NVDA"] * 3
     assert (tmp_path / "j.jsonl").read_text().count('"event":"sent"') >= 3
+
+
+async def test_permessage_deflate_pings_and_unconfirmed_options():
+    async with running(server_ping_s=0.1, quote_size_lots=True) as emu:
+        c = await Client.open(emu, "/v2/iex")
+        assert "permessage-deflate" in c.ws.response.headers["Sec-WebSocket-Extensions"]
+        await asyncio.wait_for(await c.ws.ping(), 2)  # the server answers pings
+        await c.login()
+        await c.subscribe(quotes=["MSFT"])
+        quotes = [m for m in await c.collect(10, kinds=("q",)) if m["T"] == "q"]
+        assert all(1 <= q["bs"] <= 9 and 1 <= q["as"] <= 9 for q in quotes), "sizes in round lots"
+        await asyncio.sleep(0.3)  # several server pings, answered by the client library
+        assert c.ws.state.name == "OPEN"
+        await c.close()
