@@ -195,3 +195,43 @@ def test_settings_from_env_secret_files_and_subscription_spec(tmp_path):
         TDAmeritradeAdapter(StreamerSettings(client_id=Secret("a"), refresh_token=Secret("r"), subscriptions="QUOTE"))
     with pytest.raises(ConfigError, match="TICKPIPE_TDAMERITRADE_REFRESH_TOKEN"):
         TDAmeritradeAdapter(StreamerSettings(client_id=Secret("a")))
+
+
+async def test_produce_command_against_the_emulate_command(kafka_settings, tmp_path):
+    """``tickpipe produce tdameritrade`` against ``tickpipe emulate tdameritrade``: both real processes."""
+    import signal
+
+    from tickpipe.admin import declare_topics
+    from tickpipe.children import Child, tickpipe_command
+
+    await declare_topics(kafka_settings)
+    (tmp_path / "refresh").write_text("cli-refresh-token-321\n")
+    journal = tmp_path / "journal.jsonl"
+    emu_env = {"TICKPIPE_EMULATOR_TDAMERITRADE_CLIENT_ID": "CLIAPPKEY",
+               "TICKPIPE_EMULATOR_TDAMERITRADE_REFRESH_TOKEN": "cli-refresh-token-321"}
+    emulator = Child(tickpipe_command("emulate", "tdameritrade", "--rate", "200", "--journal", str(journal),
+                                      "--ops-port", "0"), "emulator", log_file=tmp_path / "emulator.log", env=emu_env)
+    log = tmp_path / "producer.log"
+    with emulator:
+        env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+               "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix, "TICKPIPE_OPS_HOST": "127.0.0.1",
+               "TICKPIPE_TDAMERITRADE_API_URL": f"http://127.0.0.1:{emulator.ready['port']}",
+               "TICKPIPE_TDAMERITRADE_STREAMER_SCHEME": "ws", "TICKPIPE_TDAMERITRADE_CLIENT_ID": "CLIAPPKEY",
+               "TICKPIPE_TDAMERITRADE_REFRESH_TOKEN_FILE": str(tmp_path / "refresh"),
+               "TICKPIPE_TDAMERITRADE_SUBSCRIPTIONS": "TIMESALE_EQUITY=AAPL,MSFT", "TICKPIPE_OPS_LOG_LEVEL": "DEBUG"}
+        producer = Child(tickpipe_command("produce", "tdameritrade", "--ops-port", "0"), "producer", log_file=log, env=env)
+        await asyncio.to_thread(producer.start)
+        try:
+            await wait_for(lambda: journal.exists() and journal.stat().st_size > 20_000, what="data flowing")
+            producer.signal(signal.SIGTERM)
+            code = await asyncio.to_thread(producer.process.wait, 30)
+        finally:
+            producer.stop()
+    assert code == 0
+    records = await read_raw(kafka_settings, "tdameritrade", lambda rs: any(r.kind == KIND_SESSION_END for r in rs))
+    got = [(c["key"], c["seq"]) for _, d in docs(records) for e in d.get("data", []) for c in e["content"]]
+    sent = [(e["ids"]["instrument"], e["ids"]["product_seq"]) for e in map(json.loads, journal.read_text().splitlines())
+            if e["event"] == "sent"]
+    assert len(got) > 10 and got == sent[:len(got)]
+    text = log.read_text()
+    assert "cli-refresh-token-321" not in text and "CLIAPPKEY" not in text
