@@ -170,12 +170,12 @@ class StreamerEmulator(Emulator):
             self.untrack_socket(ws)
         return ws
 
-    def authenticate(self, req: dict) -> tuple[str, str] | LoginDenied:
+    def authenticate(self, req: dict, conn: int | None = None) -> tuple[str, str] | LoginDenied:
         """(user, login token) for a good LOGIN; a LoginDenied (code 3) otherwise."""
         plan = self.options.faults
         if plan.auth_fail and (plan.auth_fail < 0 or self.auth_failures < plan.auth_fail):
             self.auth_failures += 1
-            self.journal.write("fault", None, fault="auth_fail", attempt=self.auth_failures)
+            self.journal.write("fault", conn, fault="auth_fail", attempt=self.auth_failures)
             return LoginDenied("Login Denied.: token is invalid or has expired.")
         params = req.get("parameters") if isinstance(req.get("parameters"), dict) else {}
         try:

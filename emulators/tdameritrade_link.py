@@ -126,7 +126,7 @@ class StreamerLink:
             await self.announce()
 
     async def login(self, req: dict) -> None:
-        outcome = self.emu.authenticate(req)
+        outcome = self.emu.authenticate(req, self.conn)
         if isinstance(outcome, Exception):
             await self.send(self.session.response(req, 3, str(outcome)))
             await self.close("login denied")
