@@ -19,18 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 
 import orjson
 from aiohttp import WSMsgType, web
 
 from tickpipe.emulators import coinbase_exchange_frames as frames
-from tickpipe.emulators.base import Emulator, EmulatorOptions, PeriodicFault, paced
-from tickpipe.emulators.coinbase_exchange_engine import Event, ExchangeEngine, iso_time
+from tickpipe.emulators.base import Emulator, EmulatorOptions, PeriodicFault
+from tickpipe.emulators.coinbase_exchange_engine import ExchangeEngine, iso_time
 from tickpipe.emulators.coinbase_exchange_protocol import (
     AUTH_REQUIRED_REASON, BAD_AUTH, UNAUTHORIZED, CoinbaseExchangeEmulatorSettings, Request, ack, check_auth,
     error, has_auth_fields, parse_request)
 from tickpipe.emulators.coinbase_exchange_session import Session, TokenBucket
+from tickpipe.emulators.coinbase_exchange_stream import ExchangeStream, every
 
 class CoinbaseExchangeEmulator(Emulator):
     provider = "coinbase-exchange"
@@ -42,11 +42,9 @@ class CoinbaseExchangeEmulator(Emulator):
         self.settings: CoinbaseExchangeEmulatorSettings = self.options.credentials or CoinbaseExchangeEmulatorSettings()
         self.engine = ExchangeEngine(self.symbols, seed=self.options.seed)
         self.sessions: set[Session] = set()
+        self.stream = ExchangeStream(self.engine, self.sessions, self.options.rate, self.settings.send_queue_cap)
         self.connects = TokenBucket(self.settings.connects_per_s, self.settings.connect_burst)
         self.auth_attempts = 0
-        self._l2_batch: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
-        self._l2_batch_time: dict[str, str] = {}
-        self._ticker_batch_sent: dict[str, int] = {}
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.handle_ws)
@@ -55,9 +53,9 @@ class CoinbaseExchangeEmulator(Emulator):
 
     async def start(self) -> "CoinbaseExchangeEmulator":
         await super().start()
-        self.spawn(self._guarded("engine", self._run_engine()))
-        self.spawn(self._every(self.settings.level2_batch_ms / 1000, self._flush_level2_batch))
-        self.spawn(self._every(self.settings.ticker_batch_s, self._flush_ticker_batch))
+        self.spawn(self._guarded("engine", self.stream.run()))
+        self.spawn(self._guarded("level2_batch", every(self.settings.level2_batch_ms / 1000, self.stream.flush_level2_batch)))
+        self.spawn(self._guarded("ticker_batch", every(self.settings.ticker_batch_s, self.stream.flush_ticker_batch)))
         return self
 
     # ----- REST -----
@@ -80,7 +78,8 @@ class CoinbaseExchangeEmulator(Emulator):
     async def handle_ws(self, request: web.Request) -> web.StreamResponse:
         if not self.connects.take():
             return web.json_response({"message": "Too Many Requests"}, status=429)
-        ws = web.WebSocketResponse(compress=True, max_msg_size=self.options.max_frame_bytes * 4, autoping=True)
+        ws = web.WebSocketResponse(compress=True, max_msg_size=self.options.max_frame_bytes * 4, autoping=True,
+                                   heartbeat=self.settings.server_ping_s or None)
         if not ws.can_prepare(request).ok:
             return web.json_response({"message": "websocket upgrade required"}, status=400)
         await ws.prepare(request)
@@ -139,7 +138,7 @@ class CoinbaseExchangeEmulator(Emulator):
     async def _authenticate(self, session: Session, msg: dict) -> bool | None:
         """True/False: signed or not; None: the request was refused with an auth error."""
         if not has_auth_fields(msg):
-            return False
+            return session.authenticated and self.settings.auth_carries_over
         self.auth_attempts += 1
         plan = self.options.faults
         refusal = check_auth(msg, self.settings, time.time())
@@ -183,7 +182,8 @@ class CoinbaseExchangeEmulator(Emulator):
     def _initial(self, session: Session, channel: str, pid: str) -> None:
         """What the feed sends once per new (channel, product)."""
         if channel in ("level2", "level2_50"):
-            session.send(frames.snapshot(self.engine, pid, self.settings.snapshot_time),
+            depth = self.settings.level2_batch_depth if channel == "level2_50" else 0
+            session.send(frames.snapshot(self.engine, pid, self.settings.snapshot_time, depth),
                          {"kind": "snapshot", "instrument": pid})
         elif channel == "matches" and (match := frames.last_match(self.engine, pid)):
             session.send(match, frames.ids(match, "last_match"))
@@ -191,7 +191,7 @@ class CoinbaseExchangeEmulator(Emulator):
             session.send(ticker, frames.ids(ticker, "ticker_initial"))
         elif channel == "status":
             session.send(frames.status(self.engine, self.settings.status_min_bytes), {"kind": "status"})
-        elif channel == "level3" and not session.level3_schema_sent:
+        elif channel == "level3" and (not session.level3_schema_sent or self.settings.level3_schema_per_subscribe):
             session.level3_schema_sent = True
             session.send({"type": "level3", "schema": frames.LEVEL3_SCHEMA}, {"kind": "level3_schema"})
 
@@ -201,6 +201,7 @@ class CoinbaseExchangeEmulator(Emulator):
         disconnect = PeriodicFault(plan, plan.disconnect_every, rng)
         stall = PeriodicFault(plan, plan.stall_every, rng)
         next_heartbeat = next_status = time.monotonic() + cfg.heartbeat_interval_s
+        next_unknown = time.monotonic() + cfg.unknown_type_every_s
         if cfg.status_interval_s:
             next_status = time.monotonic() + cfg.status_interval_s
         while not session.closed:
@@ -227,70 +228,12 @@ class CoinbaseExchangeEmulator(Emulator):
                 for pid in sorted(session.subs.get("heartbeat", ())):
                     beat = frames.heartbeat(self.engine, pid)
                     session.send(beat, {"kind": "heartbeat", "instrument": pid, "product_seq": beat["sequence"]})
+            if cfg.unknown_type_every_s and session.subs and now >= next_unknown:
+                next_unknown = now + cfg.unknown_type_every_s
+                session.send({"type": "brand_new_type", "note": "clients must ignore unknown types"}, {"kind": "unknown_type"})
             if cfg.status_interval_s and "status" in session.subs and now >= next_status:
                 next_status = now + cfg.status_interval_s
                 session.send(frames.status(self.engine, cfg.status_min_bytes), {"kind": "status"})
-
-    # ----- the shared stream -----
-    async def _run_engine(self) -> None:
-        rate = self.options.rate
-        async for due in paced(rate):
-            if not self.sessions:
-                continue
-            emitted = 0
-            while emitted < due:
-                now = time.time_ns()
-                for event in self.engine.step(now):
-                    self._fan_out(event, now)
-                    emitted += 1
-            if rate <= 0:
-                await self._backpressure()
-
-    async def _backpressure(self) -> None:
-        limit = self.settings.send_queue_cap // 2
-        while any(s.queue.qsize() > limit and s.stalled_until < time.monotonic() for s in self.sessions):
-            await asyncio.sleep(0.002)
-
-    def _fan_out(self, event: Event, now_ns: int) -> None:
-        msg, pid = event.msg, event.product
-        text = orjson.dumps(msg).decode()
-        ids = {**frames.ids(msg, msg["type"]), "event_ns": now_ns}
-        ticker = orjson.dumps(event.ticker).decode() if event.ticker else None
-        l2 = {"type": "l2update", "product_id": pid, "changes": [list(c) for c in event.l2], "time": msg["time"]}
-        l3 = frames.level3_row(msg)
-        for s in list(self.sessions):
-            if s.wants("full", pid) or (msg["type"] == "match" and s.wants("matches", pid)):
-                s.send(text, ids, faultable=True)
-            if ticker and s.wants("ticker", pid):
-                s.send(ticker, {**ids, "kind": "ticker"}, faultable=True)
-            if event.l2 and s.wants("level2", pid):
-                s.send(l2, {"kind": "l2update", "instrument": pid, "event_ns": now_ns})
-            if s.wants("level3", pid):
-                s.send(l3, {**ids, "kind": f"level3:{l3[0]}"}, faultable=True)
-        for side, price, size in event.l2:
-            self._l2_batch[pid][(side, price)] = size
-            self._l2_batch_time[pid] = msg["time"]
-
-    def _flush_level2_batch(self) -> None:
-        for pid, changes in list(self._l2_batch.items()):
-            if not changes:
-                continue
-            update = {"type": "l2update", "product_id": pid, "changes": [[s, p, z] for (s, p), z in changes.items()],
-                      "time": self._l2_batch_time[pid]}
-            changes.clear()
-            for s in list(self.sessions):
-                if s.wants("level2_50", pid):
-                    s.send(update, {"kind": "l2update", "instrument": pid})
-
-    def _flush_ticker_batch(self) -> None:
-        for pid, p in self.engine.products.items():
-            ticker = p.last_ticker
-            if ticker is None or self._ticker_batch_sent.get(pid) == ticker["trade_id"]:
-                continue
-            self._ticker_batch_sent[pid] = ticker["trade_id"]
-            for s in list(self.sessions):
-                if s.wants("ticker_1000", pid):
-                    s.send(ticker, frames.ids(ticker, "ticker_batch"))
 
     async def _guarded(self, what: str, coro, session: Session | None = None) -> None:
         """Run a background task; a socket error ends the connection, a bug is logged, never silent."""
@@ -303,9 +246,3 @@ class CoinbaseExchangeEmulator(Emulator):
             self.log.exception("emulator task failed", task=what, conn=session.conn if session else None)
             if session is not None:
                 await session.close(f"{what} failed", 1011)
-
-    async def _every(self, period: float, action) -> None:
-        while True:
-            await asyncio.sleep(period)
-            action()
-

@@ -21,9 +21,11 @@ LEVEL3_SCHEMA = {"change": ["type", "product_id", "sequence", "order_id", "price
                  "open": ["type", "product_id", "sequence", "order_id", "side", "price", "size", "time"]}
 
 
-def snapshot(engine: ExchangeEngine, pid: str, with_time: bool) -> dict:
-    """Level-2 snapshot, full depth, asks before bids as live frames have them."""
+def snapshot(engine: ExchangeEngine, pid: str, with_time: bool, depth: int = 0) -> dict:
+    """Level-2 snapshot, full depth (or ``depth`` levels a side), asks before bids as live frames have them."""
     bids, asks = engine.snapshot_l2(pid)
+    if depth:
+        bids, asks = bids[:depth], asks[:depth]
     frame = {"type": "snapshot", "product_id": pid, "asks": [r[:2] for r in asks], "bids": [r[:2] for r in bids]}
     if with_time:
         frame["time"] = iso_time(time.time_ns())

@@ -62,6 +62,13 @@ class CoinbaseExchangeEmulatorSettings:
     inbound_burst: int = setting(1000, minimum=1, help="client message burst allowance")
     send_queue_cap: int = setting(100_000, minimum=10, help="queued messages per socket before ErrSlowConsume")
     unknown_channel_reason: str = setting("{name} is not a valid channel", help="error reason (unconfirmed text)")
+    auth_carries_over: bool = setting(False, help="an unsigned subscribe on a socket that signed before counts as "
+                                                  "signed (unconfirmed)")
+    server_ping_s: float = setting(0.0, minimum=0, help="server WebSocket pings and pong timeout (0: none; unconfirmed)")
+    level2_batch_depth: int = setting(0, minimum=0, help="levels per side in level2_batch snapshots (0: full; unconfirmed)")
+    level3_schema_per_subscribe: bool = setting(False, help="resend the level3 schema on every subscribe (unconfirmed)")
+    unknown_type_every_s: float = setting(0.0, minimum=0, help="send a frame of an unknown type this often (0: never); "
+                                                               "clients must ignore it")
 
 
 @dataclass
