@@ -93,7 +93,7 @@ def test_alert_rules_are_well_formed():
     rules = alert_rules()
     names = [rule["alert"] for rule in rules]
     assert len(names) == len(set(names))
-    assert {"TickpipeFeedDead", "TickpipeConsumerLagGrowing"} <= set(names)
+    assert {"TickpipeFeedDead", "TickpipeGapRateRising", "TickpipeConsumerLagGrowing"} <= set(names)
     for rule in rules:
         query_use(rule["expr"])  # parses
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), rule["alert"]
@@ -106,7 +106,7 @@ def test_dashboard_shows_what_the_issue_asks_for():
     queries = " ".join(dashboard_queries().values())
     for metric in ("tickpipe_producer_frames_received_total", "tickpipe_processor_records_total",
                    "tickpipe_producer_reconnects_total", "tickpipe_processor_dead_letters_total",
-                   "kafka_consumergroup_lag"):
+                   "tickpipe_processor_anomalies_total", "kafka_consumergroup_lag"):
         assert metric in queries
 
 
