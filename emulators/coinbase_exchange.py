@@ -2,8 +2,9 @@
 
 Websocket at ``/`` (subscribe/unsubscribe, optional HMAC-signed auth) and REST on the same
 port: ``GET /products/<id>/book?level=1|2|3`` (with the product ``sequence``, consistent with
-the stream, for resync) and ``GET /time``. One :class:`ExchangeEngine` is shared by all
-connections, so ``sequence`` is per product and engine-wide as on the real feed. Channels:
+the stream, for resync), ``GET /products/<id>/trades?limit=&after=`` (backfill, newest first)
+and ``GET /time``. One :class:`ExchangeEngine` is shared by all connections, so ``sequence``
+is per product and engine-wide as on the real feed. Channels:
 heartbeat, status, ticker, ticker_batch (ticker_1000), level2, level2_batch (level2_50),
 matches (+ last_match), full, level3; user/balance/auctionfeed/rfq_matches are accepted
 (auth as configured) but carry no data.
@@ -49,6 +50,7 @@ class CoinbaseExchangeEmulator(Emulator):
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.handle_ws)
         app.router.add_get("/products/{pid}/book", self.handle_book)
+        app.router.add_get("/products/{pid}/trades", self.handle_trades)
         app.router.add_get("/time", self.handle_time)
 
     async def start(self) -> "CoinbaseExchangeEmulator":
@@ -69,6 +71,22 @@ class CoinbaseExchangeEmulator(Emulator):
             return web.json_response({"message": "Invalid level"}, status=400)
         return web.Response(body=orjson.dumps(frames.rest_book(self.engine, pid, int(level))),
                             content_type="application/json")
+
+    async def handle_trades(self, request: web.Request) -> web.Response:
+        await self.slow()
+        pid = request.match_info["pid"]
+        if pid not in self.engine.products:
+            return web.json_response({"message": "NotFound"}, status=404)
+        try:
+            limit = int(request.query.get("limit", "100"))
+            after = int(request.query["after"]) if "after" in request.query else None
+        except ValueError:
+            return web.json_response({"message": "Invalid limit or after"}, status=400)
+        if not 1 <= limit <= 1000:
+            return web.json_response({"message": "Invalid limit"}, status=400)
+        page = frames.rest_trades(self.engine, pid, limit, after)
+        headers = {"CB-BEFORE": str(page[0]["trade_id"]), "CB-AFTER": str(page[-1]["trade_id"])} if page else {}
+        return web.Response(body=orjson.dumps(page), content_type="application/json", headers=headers)
 
     async def handle_time(self, request: web.Request) -> web.Response:
         now = time.time_ns()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -68,6 +69,7 @@ class Product:
         self.book: dict[str, dict[Decimal, dict[str, Decimal]]] = {"buy": {}, "sell": {}}
         self.order_side: dict[str, tuple[str, Decimal]] = {}
         self.last_match: dict | None = None
+        self.trades: deque[dict] = deque(maxlen=1000)   # for GET /products/<id>/trades, oldest first
         self.last_ticker: dict | None = None
         self.open_24h = self.high_24h = self.low_24h = inst.price
         self.volume_24h = self.volume_30d = ZERO
@@ -249,6 +251,8 @@ class ExchangeEngine:
         p.volume_24h += size
         p.volume_30d += size
         p.last_match = ev.msg
+        p.trades.append({"time": ev.msg["time"], "trade_id": trade_id, "price": ev.msg["price"],
+                         "size": ev.msg["size"], "side": maker_side})
         ev.ticker = p.last_ticker = self._ticker(p, ev.msg, "buy" if maker_side == "sell" else "sell")
         return ev
 

@@ -98,3 +98,9 @@ def level3_row(msg: dict) -> list[str]:
     kind = t if t in LEVEL3_SCHEMA else "noop"
     fields = {**msg, "type": kind, "size": msg.get("remaining_size", msg.get("new_size", msg.get("size")))}
     return [str(fields.get(name, "")) for name in LEVEL3_SCHEMA[kind]]
+
+
+def rest_trades(engine: ExchangeEngine, pid: str, limit: int, after: int | None) -> list[dict]:
+    """``GET /products/<id>/trades``: newest first, ``after`` = only trade ids below it (the next page)."""
+    trades = [t for t in reversed(engine.products[pid].trades) if after is None or t["trade_id"] < after]
+    return trades[:limit]

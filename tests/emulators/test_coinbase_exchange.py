@@ -213,6 +213,21 @@ async def test_rest_errors_and_time():
         assert len(one["bids"]) == len(one["asks"]) == 1 and isinstance(one["sequence"], int)
         async with http.get(emu.http_url("/time")) as r:
             assert (await r.json())["iso"].endswith("Z")
+        async with http.get(emu.http_url("/products/BTC-USD/trades"), params={"limit": "abc"}) as r:
+            assert r.status == 400
+
+
+async def test_rest_trades_backfill_a_dropped_match():
+    async with emulator(rate=300, faults="drop=0.2") as emu, connect(emu) as c, aiohttp.ClientSession() as http:
+        await c.send({"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["matches"]})
+        ids = [m["trade_id"] for m in of_type(await c.for_seconds(0.8), "match")]
+        missing = sorted(set(range(ids[0], ids[-1])) - set(ids))
+        assert missing
+        async with http.get(emu.http_url("/products/ETH-USD/trades"), params={"limit": "5", "after": str(missing[-1] + 1)}) as r:
+            page = await r.json()
+            assert r.headers["CB-AFTER"] == str(page[-1]["trade_id"])
+        assert [t["trade_id"] for t in page] == list(range(missing[-1], missing[-1] - 5, -1))   # newest first
+        assert set(page[0]) == {"time", "trade_id", "price", "size", "side"} and page[0]["side"] in ("buy", "sell")
 
 
 async def test_unsubscribe_reports_what_remains():
@@ -283,22 +298,29 @@ async def test_protocol_limits_close_with_a_notice():
 
 
 def test_cli_emulator_serves_on_the_port_from_its_ready_line(tmp_path):
+    (tmp_path / "secret").write_text(SECRET)
+    env = {"TICKPIPE_EMULATOR_COINBASE_EXCHANGE_API_KEY": KEY, "TICKPIPE_EMULATOR_COINBASE_EXCHANGE_PASSPHRASE": PASSPHRASE,
+           "TICKPIPE_EMULATOR_COINBASE_EXCHANGE_API_SECRET_FILE": str(tmp_path / "secret")}
     child = Child(tickpipe_command("emulate", "coinbase-exchange", "--port", "0", "--seed", "3", "--ops-port", "0",
                                   "--symbols", "BTC-USD", "SKL-USD"), "coinbase-exchange emulator",
-                  log_file=tmp_path / "emu.log")
+                  log_file=tmp_path / "emu.log", env=env)
     with child:
         port = child.ready["port"]
 
         async def talk():
             async with websockets.connect(f"ws://127.0.0.1:{port}/", max_size=None) as ws:
-                await ws.send(json.dumps({"type": "subscribe", "product_ids": ["SKL-USD"], "channels": ["heartbeat"]}))
+                sub = {"type": "subscribe", "product_ids": ["SKL-USD"], "channels": ["heartbeat", "full"]}
+                await ws.send(json.dumps(signed(sub, passphrase="wrong")))
+                refused = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                await ws.send(json.dumps(signed(sub)))
                 ack = json.loads(await asyncio.wait_for(ws.recv(), 5))
-                beat = json.loads(await asyncio.wait_for(ws.recv(), 5))
-                return ack, beat
+                return refused, ack
 
-        ack, beat = asyncio.run(talk())
-        assert ack["channels"][0]["product_ids"] == ["SKL-USD"]
-        assert beat["type"] == "heartbeat" and beat["product_id"] == "SKL-USD"
+        refused, ack = asyncio.run(talk())
+    assert refused["reason"] == "invalid passphrase"
+    assert [(c["name"], c["product_ids"]) for c in ack["channels"]] == [("heartbeat", ["SKL-USD"]), ("full", ["SKL-USD"])]
+    log = (tmp_path / "emu.log").read_text()
+    assert "emulator listening" in log and SECRET not in log and PASSPHRASE not in log
 
 
 async def test_sequence_is_engine_wide_so_connections_agree():
