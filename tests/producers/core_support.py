@@ -136,6 +136,9 @@ class FeedServer:
         except ConnectionClosed:
             pass
         finally:
+            # let the sender meet the closed connection itself: cancelling it inside ws.send() would
+            # leave a frame in ``sent`` that may never have been written
+            await asyncio.wait({sender}, timeout=1 / self.rate + 0.5)
             sender.cancel()
 
     async def _send(self, conn: FeedConnection, frame) -> None:
