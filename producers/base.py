@@ -81,6 +81,9 @@ override ``content_type_of(frame)`` for anything else), ``loop_defaults`` (provi
 defaults for section ``producer``, e.g. ``{"stale_after_s": 30.0}`` for a feed with 10 s
 heartbeats; the config file and ``TICKPIPE_PRODUCER_*`` still win). The adapter is built as
 ``cls(provider_settings, loop_settings)``; ``self.settings`` and ``self.loop_settings`` hold them.
+Override ``endpoint()`` (default: ``settings.url`` without its query string) when the URL
+comes from elsewhere or could carry a token: it goes into logs and ``session_start`` markers.
+``dumps(obj)`` here gives compact JSON text for requests.
 
 ``Session`` gives adapters: ``send(text|bytes)``, ``send_json(obj)``, ``recv(timeout=)``,
 ``recv_json(timeout=)`` (JSON-decodes a recorded frame; raises ``FeedError`` on garbage),
@@ -90,7 +93,7 @@ Failures, as classified by the loop: :class:`AuthError` with ``permanent=True`` 
 ``auth_failed``, slow pace (``producer.auth_retry_min_s`` .. ``auth_retry_max_s``);
 :class:`TransportClosed` -> ``closed`` (with close code); no frame for
 ``producer.stale_after_s`` -> ``stale``; ``asyncio.TimeoutError`` -> ``timeout``; any other
-exception -> ``error``. Never catch-and-retry inside an adapter: raise and let the loop
+exception -> ``error`` (``connect_failed`` when ``connect()`` raised it). Never catch-and-retry inside an adapter: raise and let the loop
 reconnect. Never put secrets in exception messages (use :class:`~tickpipe.config.Secret`
 and ``reveal()`` only where the value goes on the wire).
 
