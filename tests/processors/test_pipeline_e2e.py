@@ -18,7 +18,6 @@ from tickpipe.children import Child, tickpipe_command
 from tickpipe.emulators.journal import read_journal
 from tickpipe.topics import dlq_topic, tick_topic
 
-REPO = Path(__file__).resolve().parents[2]
 
 
 JOURNAL_KIND = {"new": "trade", "correction": "correction", "cancel": "cancelError", "error": "cancelError"}
