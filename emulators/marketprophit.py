@@ -19,8 +19,10 @@ Protocol: ``../shared/protocols/marketprophit.md``. We imitate Generation A (Jun
 Faultability: no sequence numbers, but every (path, ticker) stream's ``ts`` advances by
 exactly its cadence (1 s or 60 s of simulated time per record), so a drop leaves a missing
 ``ts``, a swap an out-of-order ``ts`` (the held record is always followed by the same
-stream's next one), a repeat a repeated ``ts``: ``res`` data is faultable. A malformed frame
-is a ``res`` event whose payload is a garbage string. Acks and ``err`` never are.
+stream's next one), a repeat a repeated ``ts``: ``res`` data is faultable, except the
+user-sentiment streams (many users share a period on the real feed, so no consumer can
+count periods there). A malformed frame is a ``res`` event whose payload is a garbage
+string. Acks and ``err`` never are.
 Journal ids of a record: ``{"kind": "res", "path", "ticker", "ts", "event_ns"}``.
 Dependency: python-socketio 4.x / python-engineio 3.x (Engine.IO 3), see ``marketprophit_sio``.
 """
@@ -44,7 +46,7 @@ from aiohttp import web
 
 from tickpipe.config import Secret, setting
 from tickpipe.emulators.base import Emulator, PeriodicFault, paced
-from tickpipe.emulators.marketprophit_data import ENDPOINTS, SentimentStream, iso_ms
+from tickpipe.emulators.marketprophit_data import ENDPOINTS, SentimentStream, iso_ms, sequenced
 from tickpipe.emulators.marketprophit_sio import Py311Manager, install_tracked_websocket
 from tickpipe.emulators.marketprophit_requests import ProphitNamespace, Subscription
 
@@ -221,7 +223,7 @@ class MarketProphitEmulator(Emulator):
                 if sub is None:
                     break
                 payload, ids = self.record(sub)
-                for item in session.box.push(payload, ids, faultable=True):
+                for item in session.box.push(payload, ids, faultable=sequenced(sub.path)):
                     await self.sio.emit("res", item, room=session.sid)
 
     def next_subscription(self, session: Session) -> Subscription | None:

@@ -8,7 +8,7 @@ decimal *strings* as on the wire, e.g. one crowd-sentiment record::
 
 Only the crowd-sentiment, market-prophit-sentiment, tweet-volume, crowd-sentiment-z-score
 and user-sentiment bodies are documented; the field names of the other seven endpoints
-are our guess (unconfirmed) following the same pattern.
+are our guess (unconfirmed), shared with the normalizer (``GEN_A_FIELD``, ``CADENCE_S``).
 """
 
 from __future__ import annotations
@@ -17,23 +17,21 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-SCORE, VOLUME, USER = "score", "volume", "user"
+from tickpipe.processors.normalizers.marketprophit import CADENCE_S, GEN_A_FIELD
 
-# path -> (value fields, cadence seconds between consecutive records' ts)
+USER_FIELDS = ("user_id", "sentiment", "user_score")
+
+# path -> (value fields, seconds between consecutive records' ts); field names and cadences
+# are the normalizer's, so what the emulator sends is what the pipeline expects
 ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
-    "/real-time/crowd-sentiment": (("average_sentiment",), 60),
-    "/real-time/crowd-sentiment-moving-average": (("moving_average",), 60),
-    "/real-time/crowd-sentiment-z-score": (("z_score",), 60),
-    "/real-time/crowd-sentiment-z-score-moving-average": (("z_score_moving_average",), 60),
-    "/real-time/market-prophit-sentiment": (("signal_value",), 1),
-    "/real-time/market-prophit-sentiment-moving-average": (("moving_average",), 1),
-    "/real-time/market-prophit-sentiment-z-score": (("z_score",), 1),
-    "/real-time/market-prophit-sentiment-z-score-moving-average": (("z_score_moving_average",), 1),
-    "/real-time/tweet-volume": (("volume",), 60),
-    "/real-time/tweet-buzz": (("buzz",), 60),
-    "/real-time/user-sentiment": (("user_id", "sentiment", "user_score"), 1),
-    "/real-time/user-sentiment-last-minute": (("user_id", "sentiment", "user_score"), 60),
-}
+    f"/real-time/{metric}": ((field,), CADENCE_S[metric]) for metric, field in GEN_A_FIELD.items() if metric in CADENCE_S}
+ENDPOINTS["/real-time/user-sentiment"] = (USER_FIELDS, 1)
+ENDPOINTS["/real-time/user-sentiment-last-minute"] = (USER_FIELDS, 60)
+
+
+def sequenced(path: str) -> bool:
+    """Whether a consumer can check a stream's periods (user-sentiment: many users per period)."""
+    return path.rsplit("/", 1)[-1] in CADENCE_S
 
 
 def iso_ms(epoch_s: float) -> str:

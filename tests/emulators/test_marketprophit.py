@@ -26,6 +26,7 @@ from tickpipe.emulators.marketprophit import MarketProphitEmulator, MarketProphi
 KEY = "sk_live_" + "Q7x" * 8
 CROWD = {"path": "/real-time/crowd-sentiment", "method": "get", "params": {"ticker": "AAPL"}}
 USERS = {"path": "/real-time/user-sentiment", "method": "GET", "params": {"ticker": "TSLA"}}
+SIGNAL = {"path": "/real-time/market-prophit-sentiment", "method": "GET", "params": {"ticker": "TSLA"}}
 
 
 def emulator(faults: str = "", rate: float = 50, settings: MarketProphitSettings | None = None, **kw):
@@ -216,7 +217,7 @@ async def faulted_run(tmp_path, faults: str, n: int = 150):
     async with emulator(faults, rate=400, journal=str(path), seed=9) as emu:
         client = await Client().connect(emu, await token_for(emu))
         await client.sio.call("subscribe", CROWD, timeout=3)
-        await client.sio.call("subscribe", USERS, timeout=3)
+        await client.sio.call("subscribe", SIGNAL, timeout=3)
         await client.until(n)
         await client.sio.disconnect()
         await asyncio.sleep(0.1)
@@ -264,6 +265,19 @@ async def test_malformed_frames_are_garbage_res_payloads_counted_in_the_journal(
     seen = ["garbage" if isinstance(b, str) else "res" for b in res]
     expected = ["res" if e["event"] == "sent" else "garbage" for e in journal if e["event"] in ("sent", "fault")]
     assert "garbage" in seen and seen == expected[:len(seen)]
+
+
+async def test_user_sentiment_is_never_faulted_no_consumer_could_tell(tmp_path):
+    path = tmp_path / "j.jsonl"
+    async with emulator("drop=0.5,reorder=0.5,duplicate=0.5", rate=200, journal=str(path)) as emu:
+        client = await Client().connect(emu, await token_for(emu))
+        await client.sio.call("subscribe", USERS, timeout=3)
+        res = await client.until(30)
+        await client.sio.disconnect()
+        await asyncio.sleep(0.1)
+    journal = read_journal(str(path))
+    assert not [e for e in journal if e["event"] == "fault"]
+    assert res_keys(res) == journal_keys(journal)[:len(res)]
 
 
 async def raw_eio3(emu, token: str):
