@@ -149,14 +149,18 @@ class StreamerEmulator(Emulator):
         if self._bearer(request) is None:
             return _oauth_error(401, "invalid_token", "The access token provided is expired, revoked or malformed")
         streamer_token = self.tokens.issue("streamer")
-        host = f"{self.options.host}:{self.port}"
-        return web.json_response(principals_body(self.identity, host, streamer_token, self.subscription_key))
+        return web.json_response(principals_body(self.identity, self._host(request), streamer_token,
+                                                 self.subscription_key))
 
     async def user_preference(self, request: web.Request) -> web.Response:
         await self.slow()
         if self._bearer(request) is None:
             return _oauth_error(401, "invalid_token", "The access token provided is expired, revoked or malformed")
-        return web.json_response(preferences_body(self.identity, self.ws_url("/ws")))
+        return web.json_response(preferences_body(self.identity, f"ws://{self._host(request)}/ws"))
+
+    def _host(self, request: web.Request) -> str:
+        """The streamer host as the client reached us (a container name, not a 0.0.0.0 listen address)."""
+        return request.host or f"{self.options.host}:{self.port}"
 
     # ----- streamer -----
     async def websocket(self, request: web.Request) -> web.StreamResponse:

@@ -250,3 +250,18 @@ async def test_empty_subscription_stops_with_code_30():
         notices = [n for f in frames for n in f.get("notify", []) if "content" in n]
         assert notices[-1]["content"]["code"] == 30 and "empty subscription" in notices[-1]["content"]["msg"]
         assert client.ws.close_code is not None and time.monotonic() - started < 3
+
+
+async def test_streamer_url_names_the_host_the_client_used():
+    import aiohttp
+
+    for cls, path in ((TDAmeritradeEmulator, "/v1/userprincipals"), (SchwabEmulator, "/trader/v1/userPreference")):
+        async with cls(options()) as emu:
+            token = (await fetch_token(emu)).body["access_token"]
+            async with aiohttp.ClientSession() as http:
+                async with http.get(emu.http_url(path), headers={"Authorization": f"Bearer {token}",
+                                                                 "Host": "emulator-feed:8080"}) as resp:
+                    body = await resp.json()
+            url = body["streamerInfo"]["streamerSocketUrl"] if cls is TDAmeritradeEmulator else \
+                body["streamerInfo"][0]["streamerSocketUrl"]
+            assert url == ("emulator-feed:8080" if cls is TDAmeritradeEmulator else "ws://emulator-feed:8080/ws")
