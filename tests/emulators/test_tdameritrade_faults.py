@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from tickpipe.children import Child, tickpipe_command
+from tickpipe.config import Secret
 from tickpipe.emulators.base import EmulatorOptions
 from tickpipe.emulators.faults import FaultPlan
 from tickpipe.emulators.journal import read_journal
@@ -155,12 +156,17 @@ async def test_same_seed_same_data_and_fast_rate():
     assert firsts[0] == firsts[1]
 
 
-async def test_schwab_py_stream_client_logs_in_subscribes_and_receives():
+STRICT = StreamerEmulatorSettings(client_id=Secret("app-key"), client_secret=Secret("app-secret"),
+                                  refresh_token=Secret("refresh-1"), heartbeat_s=0.1, clock_speed=120)
+
+
+@pytest.mark.parametrize("settings", [FAST, STRICT], ids=["any-credentials", "configured-credentials"])
+async def test_schwab_py_stream_client_logs_in_subscribes_and_receives(settings):
     """schwab-py's StreamClient, unmodified; only the user-preference call target points at the emulator."""
     from schwab.auth import client_from_access_functions
     from schwab.streaming import StreamClient
 
-    async with SchwabEmulator(options(rate=100)) as emu:
+    async with SchwabEmulator(options(rate=100, credentials=settings)) as emu:
         issued = (await fetch_token(emu)).body
         token = {"creation_timestamp": int(time.time()),
                  "token": {**issued, "expires_at": time.time() + issued["expires_in"]}}
