@@ -36,7 +36,7 @@ async def test_broker_outage_pauses_reading_then_drops_oldest_with_exact_account
                 feed.streaming.clear()                                     # a quiet moment to read what Kafka holds
                 await wait_for(lambda: sink.buffer.total_count == 0, what="buffer empty")
                 before = await read_raw(kafka, "echo", lambda rs: len(rs) >= sink.delivered)
-                await asyncio.to_thread(broker.stop)
+                await asyncio.to_thread(broker.stop, 0.5)
                 feed.streaming.set()
                 await wait_for(lambda: sink.pauses >= 1, what="reads paused (back-pressure)")
                 await wait_for(lambda: sink.buffer.dropped_frames >= 100, timeout=15, what="oldest frames dropped")
@@ -49,7 +49,7 @@ async def test_broker_outage_pauses_reading_then_drops_oldest_with_exact_account
             dropped_total = sink.buffer.dropped_frames
         after = await read_raw(kafka, "echo", lambda rs: any(r.seq == last_seq for r in rs))
     finally:
-        await asyncio.to_thread(broker.stop)
+        await asyncio.to_thread(broker.stop, 0.5)
 
     delivered = {r.seq for r in before} | {r.seq for r in after}
     losses = [decode_marker(r.payload) for r in after if r.kind == KIND_LOSS]
@@ -61,3 +61,25 @@ async def test_broker_outage_pauses_reading_then_drops_oldest_with_exact_account
     assert metrics.frames_dropped.labels("echo")._value.get() - dropped_before == dropped_total
     frames_after = [r for r in after if r.kind == KIND_FRAME]
     assert frames_after and all(r.payload.startswith(b'[{"T":"t"') for r in frames_after)
+
+
+async def test_shutdown_while_kafka_is_down_reports_what_it_could_not_flush(tmp_path, caplog):
+    broker = EmbeddedBroker(log_file=tmp_path / "tansu.log")
+    await asyncio.to_thread(broker.start)
+    kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=f"d{uuid.uuid4().hex[:6]}.")
+    try:
+        await declare_echo_topics(kafka)
+        async with FeedServer(rate=100) as feed:
+            producer = echo_producer(kafka, feed, conn_id="echo-down", request_timeout_ms=1000, flush_timeout_s=1.5)
+            stop = asyncio.Event()
+            task = asyncio.ensure_future(producer.run(stop))
+            await wait_for(lambda: producer.ready()[0] and producer.sink.delivered > 5, what="running")
+            await asyncio.to_thread(broker.stop, 0.5)
+            await wait_for(lambda: producer.sink.buffer.total_count > 20, what="records waiting for Kafka")
+            stop.set()
+            code = await asyncio.wait_for(task, 15)
+    finally:
+        await asyncio.to_thread(broker.stop, 0.5)
+    assert code == 1                                   # not "everything flushed": the exit code says so
+    lines = [r for r in caplog.records if r.getMessage() == "shutdown: records accepted but not delivered to Kafka"]
+    assert lines and lines[0].undelivered == producer.sink.buffer.total_count > 20
