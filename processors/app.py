@@ -59,7 +59,9 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
               checks_factory=None):
     """A Faust app with one normalizing agent per provider.
 
-    ``checks_factory(provider) -> list[FrameCheck]`` plugs in the integrity stage.
+    ``checks_factory(provider, store) -> list[FrameCheck]`` plugs in the integrity stage;
+    ``store`` is the provider's Faust table (changelog-backed, keyed like the raw topic by
+    connection id, so it is co-partitioned with it) where checks keep their state.
     """
     import faust
 
@@ -87,7 +89,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
     overrides = settings.normalizer_overrides()
     app.tickpipe_processors = {}
     for provider in providers:
-        checks = checks_factory(provider) if checks_factory else ()
+        checks = checks_factory(provider, _state_table(app, provider, topic_settings)) if checks_factory else ()
         pipeline = Pipeline(provider, load_normalizer(provider, overrides), encoder, checks=checks)
         processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix)
         app.tickpipe_processors[provider] = processor
@@ -96,7 +98,33 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         app.agent(topic, name=f"normalize-{provider}")(_agent(processor, settings))
         if any(hasattr(check, "tick") for check in checks):
             app.timer(settings.tick_interval_s, name=f"tick-{provider}")(processor.tick)
+
+    async def forget_moved_state(*_args, **_kwargs) -> None:
+        for processor in app.tickpipe_processors.values():
+            for check in processor.pipeline.checks:
+                getattr(check, "forget", lambda: None)()
+
+    app.on_partitions_revoked.connect(forget_moved_state)
     return app
+
+
+def state_table_name(provider: str) -> str:
+    return f"integrity-{provider}"
+
+
+def changelog_topics(settings: ProcessorSettings, providers: list[str], topic_settings: TopicSettings,
+                     prefix: str = "") -> list:
+    """The changelog topics of the state tables (Faust declares nothing here: we create them)."""
+    from tickpipe.topics import TopicSpec
+
+    return [TopicSpec(f"{settings.app_id}-{state_table_name(p)}-changelog", topic_settings.raw_partitions,
+                      topic_settings.raw_retention_ms, cleanup_policy="compact", purpose=f"integrity state of {p}")
+            for p in providers]
+
+
+def _state_table(app, provider: str, topic_settings: TopicSettings):
+    return app.Table(state_table_name(provider), partitions=topic_settings.raw_partitions, use_partitioner=True,
+                     key_type=bytes, value_type=bytes, default=None)  # bytes: the "raw" codec
 
 
 def _agent(processor: BatchProcessor, settings: ProcessorSettings):

@@ -77,12 +77,21 @@ class BatchProcessor:
                 outputs.append((topics[out.kind], out))
         self._batch_gauge.set(count)
         await self._deliver_all(outputs)
+        self._commit_checks()
         return count
 
     async def tick(self) -> None:
         """Deliver what the pipeline's checks release as time passes (held records, STALE)."""
         result = self.pipeline.tick(time.time_ns())
         await self._deliver_all([(self.topics[out.kind], out) for out in result.outputs])
+        self._commit_checks()
+
+    def _commit_checks(self) -> None:
+        """Checks save their state only once the outputs it vouches for are delivered."""
+        for check in self.pipeline.checks:
+            commit = getattr(check, "commit", None)
+            if commit is not None:
+                commit()
 
     async def _deliver_all(self, outputs: list) -> None:
         delay = 0.1

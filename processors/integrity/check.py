@@ -25,24 +25,38 @@ from tickpipe.processors.integrity.stage import Emission, IntegritySettings, Int
 
 class IntegrityCheck:
     def __init__(self, provider: str, settings: IntegritySettings = IntegritySettings(),
-                 store: MutableMapping[str, bytes] | None = None) -> None:
+                 store: MutableMapping[bytes, bytes] | None = None) -> None:
         self.stage = IntegrityStage(provider, settings)
         self.store = store
         self.metrics = IntegrityMetrics(provider)
+        self._dirty: set[str] = set()
 
     def check(self, result) -> None:
         raw = result.raw
         if raw is None:
             return
         if self.store is not None and raw.conn not in self.stage.connections:
-            saved = self.store.get(raw.conn)
+            saved = self.store.get(raw.conn.encode())
             if saved:
                 self.stage.connection(raw.conn).restore(orjson.loads(saved))
         records = result.records if result.dead_letter is None else []
         emission = self.stage.on_frame(raw, records, result.marks)
         self._apply(result, emission, replace=True)
+        self._dirty.add(raw.conn)
+
+    def commit(self) -> None:
+        """Save the state of every connection touched since the last commit (once per batch,
+        after the batch's outputs were delivered and before its offsets are committed)."""
         if self.store is not None:
-            self.store[raw.conn] = orjson.dumps(self.stage.connection(raw.conn).snapshot())
+            for conn in self._dirty:
+                self.store[conn.encode()] = orjson.dumps(self.stage.connection(conn).snapshot())
+        self._dirty.clear()
+
+    def forget(self) -> None:
+        """Partitions moved (a rebalance): drop what is in memory; the store has it."""
+        if self.store is not None:
+            self.stage.connections.clear()
+            self._dirty.clear()
 
     def tick(self, result, now_ns: int | None = None) -> None:
         self._apply(result, self.stage.tick(now_ns if now_ns is not None else time.time_ns()))

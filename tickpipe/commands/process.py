@@ -70,6 +70,19 @@ async def _encoder(avro, kafka, providers):
     return AvroEncoder(registry_ids=ids)
 
 
+async def _declare_state_topics(kafka, processor, providers, topics) -> None:
+    from tickpipe.admin import admin_client
+    from tickpipe.processors.app import changelog_topics
+    from tickpipe.topics import create_missing
+
+    async with admin_client(kafka) as admin:
+        _created, states = await create_missing(admin, changelog_topics(processor, providers, topics),
+                                                kafka.replication_factor)
+    bad = [st.describe() for st in states if st.status != "ok"]
+    if bad:
+        raise RuntimeError("state changelog topics do not match: " + "; ".join(bad))
+
+
 async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, integrity) -> int:
     from tickpipe.admin import declare_topics
     from tickpipe.children import print_ready
@@ -96,8 +109,9 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, i
         await declare_topics(kafka, topics)
         encoder = await _encoder(avro, kafka, providers)
         from tickpipe.processors.integrity.check import IntegrityCheck
+        await _declare_state_topics(kafka, processor, providers, topics)
         app = build_app(kafka, processor, providers, topics, encoder,
-                        checks_factory=lambda provider: [IntegrityCheck(provider, integrity)])
+                        checks_factory=lambda provider, store: [IntegrityCheck(provider, integrity, store)])
         state["app"] = app
         await app.start()
         log.info("processor started", providers=providers, wire_format=encoder.wire_format)
