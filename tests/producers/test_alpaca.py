@@ -154,3 +154,22 @@ def test_settings_from_env_and_secret_files(tmp_path):
     assert with_path.endpoint() == "ws://h:1/v2/test"
     with pytest.raises(ConfigError, match="TICKPIPE_ALPACA_FEED"):
         load_section(AlpacaSettings, "alpaca", env={**env, "TICKPIPE_ALPACA_FEED": "nyse"})
+
+
+async def test_second_session_on_one_key_retries_406_until_the_slot_frees(kafka_settings):
+    await declare(kafka_settings)
+    async with running(rate=20) as emu:
+        first = producer(kafka_settings, emu, conn_id="alpaca-a")
+        second = producer(kafka_settings, emu, conn_id="alpaca-b", loop={"backoff_initial_s": 0.1, "backoff_max_s": 0.2})
+        stop_first = asyncio.Event()
+        first_task = asyncio.ensure_future(first.run(stop_first))
+        await wait_for(lambda: first.ready()[0], what="first ready")
+        async with producing(second):
+            await wait_for(lambda: second.loop.attempts >= 3, what="second retrying")
+            assert not second.ready()[0] and second.loop.auth_failures == 0, "406 is not a credential failure"
+            stop_first.set()                                     # the first session ends: the slot frees
+            assert await asyncio.wait_for(first_task, 20) == 0
+            await wait_for(lambda: second.ready()[0], what="second ready")
+    records = await read_raw(kafka_settings, "alpaca", lambda rs: sum(r.kind == KIND_SESSION_END for r in rs) >= 4)
+    ends = [decode_marker(r.payload) for r in records if r.kind == KIND_SESSION_END and r.conn == "alpaca-b"]
+    assert any("406" in e.get("error", "") for e in ends)
