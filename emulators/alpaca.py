@@ -7,6 +7,10 @@ Endpoints (one port): ``/v2/iex``, ``/v2/sip``, ``/v2/delayed_sip`` (times 15 mi
 Protocols: :mod:`.alpaca_v2`, :mod:`.alpaca_v1`; connection lifecycle: :mod:`.alpaca_session`;
 data: :mod:`.alpaca_feed` (which also says why only trades are faultable); encoding: :mod:`.alpaca_wire`.
 
+``--rate`` counts market events per connection: each is a trade or a book move (a quote
+and/or an orderbook change), sent if subscribed; bars follow the trades. ``--symbols`` with a
+slash (``BTC/USD``) are crypto, the others stocks; either list defaults to our own.
+
 Enforced as Alpaca does: auth within ``auth_timeout_s`` (404), one connection per account
 and endpoint (406), the IEX/v1 symbol limit on trades+quotes (405, state unchanged),
 entitlement (409 for ``denied_feeds``), and, when ``key_id``/``secret_key`` (or

@@ -216,3 +216,17 @@ async def test_permessage_deflate_pings_and_unconfirmed_options():
         await asyncio.sleep(0.3)  # several server pings, answered by the client library
         assert c.ws.state.name == "OPEN"
         await c.close()
+
+
+async def test_symbols_option_splits_stocks_and_crypto():
+    async with running(symbols=("ZZZ", "ABC/USD")) as emu:
+        stocks = await Client.open(emu, "/v2/sip")
+        await stocks.login()
+        await stocks.subscribe(trades=["*"])
+        assert {t["S"] for t in trades_of(await stocks.collect(5))} == {"ZZZ"}
+        await stocks.close()
+        crypto = await Client.open(emu, "/v1beta3/crypto/eu-1")
+        await crypto.login()
+        await crypto.subscribe(trades=["*"])
+        assert {t["S"] for t in trades_of(await crypto.collect(5))} == {"ABC/USD"}
+        await crypto.close()
