@@ -28,7 +28,7 @@ class OpsSettings:
     """Section ``ops``: the per-process HTTP server and logging."""
 
     host: str = setting("0.0.0.0", help="address of the /metrics, /healthz, /readyz server")
-    port: int = setting(9400, minimum=0, maximum=65535, help="its port (0 = any free port, -1 = off)")
+    port: int = setting(9400, minimum=-1, maximum=65535, help="its port (0 = any free port, -1 = off)")
     log_level: str = setting("INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"), help="log level")
     shutdown_grace_s: float = setting(20.0, minimum=0, help="time allowed to flush after SIGTERM")
 
