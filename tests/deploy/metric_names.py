@@ -18,7 +18,7 @@ from prometheus_client.metrics import MetricWrapperBase
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "tickpipe.json"
 ALERT_RULES = ROOT / "deploy" / "prometheus" / "alert-rules.yml"
-# Packages whose modules define the metrics of producers and processors.
+# Packages whose `metrics` modules define the metrics of producers and processors.
 METRIC_PACKAGES = ("tickpipe.producers", "tickpipe.processors")
 # Metrics that come from other exporters in the stack, with the compose service exporting them.
 EXTERNAL_METRICS = {"kafka_consumergroup_lag": "kafka-exporter"}
@@ -39,12 +39,13 @@ class ExportedMetric:
 
 
 def tickpipe_metrics() -> list[ExportedMetric]:
-    """Every metric object defined at module level in the producer and processor packages."""
+    """Every metric defined at module level in a ``metrics`` module of the producer and processor packages."""
     found: dict[str, ExportedMetric] = {}
     for package_name in METRIC_PACKAGES:
         package = importlib.import_module(package_name)
-        modules = [package] + [importlib.import_module(info.name)
-                               for info in pkgutil.walk_packages(package.__path__, package_name + ".")]
+        modules = [importlib.import_module(info.name)
+                   for info in pkgutil.walk_packages(package.__path__, package_name + ".")
+                   if info.name.rsplit(".", 1)[-1] == "metrics"]
         for module in modules:
             for value in vars(module).values():
                 if isinstance(value, MetricWrapperBase):
