@@ -88,6 +88,7 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, i
     from tickpipe.children import print_ready
     from tickpipe.logs import get_logger
     from tickpipe.processors.app import build_app
+    from tickpipe.processors.integrity.check import IntegrityCheck
     from tickpipe.service import OpsServer
 
     log = get_logger("tickpipe.process")
@@ -98,6 +99,8 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, i
         app = state["app"]
         if app is None or not state["assigned"]:
             return False, "waiting for the consumer group"
+        if app.rebalancing:
+            return False, "consumer group rebalancing"
         if any(p.retrying for p in app.tickpipe_processors.values()):
             return False, "the broker refuses our records"
         return True, ""
@@ -108,7 +111,6 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, i
     try:
         await declare_topics(kafka, topics)
         encoder = await _encoder(avro, kafka, providers)
-        from tickpipe.processors.integrity.check import IntegrityCheck
         await _declare_state_topics(kafka, processor, providers, topics)
         app = build_app(kafka, processor, providers, topics, encoder,
                         checks_factory=lambda provider, store: [IntegrityCheck(provider, integrity, store)])
