@@ -82,13 +82,13 @@ async def test_reconnect_after_injected_disconnect_resubscribes_everything(kafka
         async with producing(p):
             await wait_for(lambda: emu.journal.counts.get("connect", 0) >= 3, what="two reconnects")
             await wait_for(lambda: p.ready()[0], what="ready again")
-        requests = defaultdict(set)
+        requests = defaultdict(list)
         for e in journal(emu):
             if e["event"] == "request" and e["action"] == "subscribe":
-                requests[e["conn"]].add((e["action"], e["path"], e["ticker"]))
-    assert len(requests) >= 3
-    assert all(subs == {("subscribe", "/real-time/crowd-sentiment", "AAPL"), ("subscribe", "/real-time/user-sentiment", "TSLA")}
-               for subs in requests.values())
+                requests[e["conn"]].append((e["path"], e["ticker"]))
+    everything = [("/real-time/crowd-sentiment", "AAPL"), ("/real-time/user-sentiment", "TSLA")]
+    assert all(subs == everything[:len(subs)] for subs in requests.values())  # a drop may cut one short
+    assert sum(subs == everything for subs in requests.values()) >= 3
     records = await read_raw(kafka_settings, "marketprophit", until_ends(3))
     assert len(events_by_session(records)) >= 2 and sum(r.kind == KIND_SESSION_START for r in records) >= 3
     ends = [decode_marker(r.payload) for r in records if r.kind == KIND_SESSION_END]
@@ -127,7 +127,7 @@ async def test_token_refreshed_before_expiry_and_subscriptions_restored(kafka_se
 
 async def test_server_side_token_expiry_mid_session_reconnects_with_a_new_token(kafka_settings, tmp_path):
     await declare(kafka_settings)
-    async with emulator(tmp_path, "token_expiry=0.8", token_has_exp=False) as emu:
+    async with emulator(tmp_path, "token_expiry=1.0", token_has_exp=False) as emu:
         p = producer(kafka_settings, emu)
         async with producing(p):
             await wait_for(lambda: emu.journal.counts.get("fault:token_expiry", 0) >= 2, what="two expiries")
@@ -135,11 +135,13 @@ async def test_server_side_token_expiry_mid_session_reconnects_with_a_new_token(
         lines = journal(emu)
     reasons = [e["reason"] for e in lines if e["event"] == "disconnect"]
     assert reasons[:2] == ["token expired", "token expired"]
-    subscribed = defaultdict(set)
+    subscribed = defaultdict(list)
     for e in lines:
         if e["event"] == "request" and e["action"] == "subscribe":
-            subscribed[e["conn"]].add(e["ticker"])
-    assert len(subscribed) >= 3 and all(t == {"AAPL", "TSLA"} for t in subscribed.values())
+            subscribed[e["conn"]].append(e["ticker"])
+    # every session subscribes in the configured order (one may expire half-way through)
+    assert all(t == ["AAPL", "TSLA"][:len(t)] for t in subscribed.values())
+    assert sum(t == ["AAPL", "TSLA"] for t in subscribed.values()) >= 3
     records = await read_raw(kafka_settings, "marketprophit", until_ends(2))
     assert decode_marker([r for r in records if r.kind == KIND_SESSION_END][0].payload)["reason"] == "closed"
 
