@@ -183,3 +183,34 @@ def test_settings_from_env_secret_file_and_subscription_syntax(tmp_path):
         {"path": "/real-time/tweet-volume", "method": "get", "params": {"ticker": "TSLA"}},
         {"path": "crowd-sentiment", "params": {}}]
     assert parse_subscription("/real-time/user-sentiment?ticker=JABA&x=1", "GET")["params"] == {"ticker": "JABA", "x": "1"}
+
+
+async def test_tickpipe_produce_subprocess_stops_cleanly_on_sigint(kafka_settings, tmp_path):
+    """engineio 3.x would hijack SIGINT (stop the loop); the adapter leaves signals to run_service."""
+    import signal
+
+    from tickpipe.children import Child, tickpipe_command
+
+    await declare(kafka_settings)
+    (tmp_path / "key").write_text(KEY + "\n")
+    log = tmp_path / "producer.log"
+    async with emulator(tmp_path) as emu:
+        env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
+               "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix, "TICKPIPE_OPS_HOST": "127.0.0.1",
+               "TICKPIPE_MARKETPROPHIT_URL": emu.http_url(""), "TICKPIPE_MARKETPROPHIT_SECRET_KEY_FILE": str(tmp_path / "key"),
+               "TICKPIPE_MARKETPROPHIT_SUBSCRIPTIONS": ",".join(SUBS), "TICKPIPE_OPS_LOG_LEVEL": "DEBUG"}
+        child = Child(tickpipe_command("produce", "marketprophit", "--connection-id", "mp-cli", "--ops-port", "0"),
+                      "producer", log_file=log, env=env)
+        await asyncio.to_thread(child.start)
+        try:
+            await wait_for(lambda: emu.journal.counts.get("sent", 0) >= 30, what="records flowing")
+            child.signal(signal.SIGINT)
+            code = await asyncio.to_thread(child.process.wait, 30)
+        finally:
+            child.stop()
+        assert code == 0
+        unsubscribed = [e["ticker"] for e in journal(emu) if e["event"] == "request" and e["action"] == "unsubscribe"]
+    assert unsubscribed == ["AAPL", "TSLA"]
+    records = await read_raw(kafka_settings, "marketprophit", until_ends())
+    assert decode_marker(records[-1].payload)["reason"] == "shutdown" and {r.conn for r in records} == {"mp-cli"}
+    assert KEY not in log.read_text()
