@@ -18,6 +18,9 @@ an event-time regression and a *duplicate* as a repeated event time per symbol, 
 *malformed* frame fails to parse. A message held back for a swap is always followed by
 the same symbol's next price, so every injected reorder is visible per symbol. So ``price`` messages are faultable for reorder,
 duplicate and malformed only; ``authenticated``/``error``/``pong`` never are.
+Other faults: ``auth_fail`` refuses logins with the bad-token error, ``slow`` delays the
+login reply, ``disconnect_every``/``close_code`` and ``stall_every``/``stall_for`` as usual;
+``token_expiry`` and ``slow_client`` do not apply (tokens never expire; no such error).
 Each connection draws from one shared simulated market (the real service broadcasts the
 same prices to every stream; with one stream per token the difference does not show).
 Journal ids of a price: ``{"kind": "price", "instrument", "date", "event_ns"}``.

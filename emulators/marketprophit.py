@@ -23,6 +23,10 @@ stream's next one), a repeat a repeated ``ts``: ``res`` data is faultable, excep
 user-sentiment streams (many users share a period on the real feed, so no consumer can
 count periods there). A malformed frame is a ``res`` event whose payload is a garbage
 string. Acks and ``err`` never are.
+Other faults: ``auth_fail`` counts ``/jwt`` calls and handshakes together; ``slow`` delays
+``/jwt``, the handshake check and every ack; ``token_expiry`` sets the token lifetime and ends
+sessions at expiry; ``close_code`` closes the websocket with that code (0: a TCP abort; a
+client still on long-polling gets a socket.io disconnect); ``slow_client`` does not apply.
 Journal ids of a record: ``{"kind": "res", "path", "ticker", "ts", "event_ns"}``.
 Dependency: python-socketio 4.x / python-engineio 3.x (Engine.IO 3), see ``marketprophit_sio``.
 """
