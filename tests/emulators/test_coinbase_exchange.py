@@ -355,3 +355,22 @@ async def test_unconfirmed_behaviours_are_switches():
         await c.send(signed({"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["heartbeat"]}))
         await c.send({"type": "subscribe", "product_ids": ["BTC-USD"], "channels": ["level2"]})
         assert (await c.until(lambda m: m["type"] == "error"))[-1]["reason"] == AUTH_REQUIRED_REASON
+
+
+async def test_same_seed_same_market_and_rate_zero_is_as_fast_as_possible():
+    books = []
+    for seed in (11, 11, 12):
+        async with emulator(seed=seed) as emu, aiohttp.ClientSession() as http:
+            async with http.get(emu.http_url("/products/BTC-USD/book"), params={"level": "3"}) as r:
+                books.append({k: v for k, v in (await r.json()).items() if k != "time"})
+    assert books[0] == books[1] and books[0] != books[2]
+    async with emulator(rate=0) as emu, connect(emu) as c:
+        await c.send(signed({"type": "subscribe", "product_ids": ["BTC-USD", "ETH-USD"], "channels": ["full"]}))
+        got = []
+        async for frame in c.ws:        # plain iteration: no timer per message at this rate
+            got.append(json.loads(frame))
+            if len(got) == 20_000:
+                break
+    for pid in ("BTC-USD", "ETH-USD"):
+        seqs = [m["sequence"] for m in got[1:] if m["product_id"] == pid]
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))            # back-pressure, not ErrSlowConsume

@@ -18,6 +18,7 @@ from decimal import Decimal
 import pytest
 
 from tests.emulators.coinbase_exchange_support import KEY, PASSPHRASE, SECRET, credentials, emulator
+from tickpipe.emulators.journal import read_journal
 
 copra_ws = pytest.importorskip("copra.websocket")
 cbpro = pytest.importorskip("cbpro")
@@ -131,3 +132,18 @@ async def test_cbpro_order_book_builds_and_resyncs_from_rest(faults):
     bids = [Decimal(p) for p, _s, _o in current["bids"]]
     asks = [Decimal(p) for p, _s, _o in current["asks"]]
     assert bids and asks and max(bids) < min(asks)
+
+
+async def test_copra_reconnects_and_resubscribes_after_an_injected_disconnect(tmp_path):
+    path = str(tmp_path / "journal.jsonl")
+    async with emulator(rate=100, faults="disconnect_every=0.4,close_code=1011", journal=path) as emu:
+        client = CopraRecorder(asyncio.get_running_loop(), [copra_ws.Channel("matches", "ETH-USD")],
+                               feed_url=emu.ws_url("/"), auto_reconnect=True)
+        try:
+            await wait_for(lambda: sum(m["type"] == "subscriptions" for m in client.got) >= 2, timeout=6)
+        finally:
+            await client.close()
+    acks = [m for m in client.got if m["type"] == "subscriptions"]
+    assert all(a["channels"][0]["product_ids"] == ["ETH-USD"] for a in acks)
+    assert sum(m["type"] == "last_match" for m in client.got) >= 2              # a fresh last_match per connection
+    assert [e["code"] for e in read_journal(path) if e["event"] == "disconnect"][0] == 1011
