@@ -3,10 +3,11 @@
 * ``copra`` (asyncio, autobahn): signed subscribe, full + heartbeat.
 * ``cbpro`` (coinbasepro-python; websocket-client in a thread): signed subscribe, and its
   level-3 ``OrderBook`` that resyncs from ``GET /products/<id>/book?level=3`` on every gap.
+* ``coinbasepro`` (REST only): book, paginated trades (``CB-AFTER``), time.
 
-Both are test dependencies only (``pip install --no-deps copra cbpro`` plus autobahn,
-websocket-client, requests, sortedcontainers, pymongo: their pinned versions do not build on
-Python 3.11). Each is pointed at the emulator by URL only.
+All are test dependencies only (``pip install --no-deps copra cbpro coinbasepro`` plus
+autobahn, websocket-client, requests, sortedcontainers, pymongo: their pinned versions do not
+build on Python 3.11). Each is pointed at the emulator by URL only.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from decimal import Decimal
 
 import pytest
 
-from tests.emulators.coinbase_exchange_support import KEY, PASSPHRASE, SECRET, credentials, emulator
+from tests.emulators.coinbase_exchange_support import KEY, PASSPHRASE, SECRET, connect, credentials, emulator
 from tickpipe.emulators.journal import read_journal
 
 copra_ws = pytest.importorskip("copra.websocket")
@@ -147,3 +148,21 @@ async def test_copra_reconnects_and_resubscribes_after_an_injected_disconnect(tm
     assert all(a["channels"][0]["product_ids"] == ["ETH-USD"] for a in acks)
     assert sum(m["type"] == "last_match" for m in client.got) >= 2              # a fresh last_match per connection
     assert [e["code"] for e in read_journal(path) if e["event"] == "disconnect"][0] == 1011
+
+
+async def test_coinbasepro_rest_client_reads_book_trades_and_time():
+    import itertools
+
+    coinbasepro = pytest.importorskip("coinbasepro")
+    async with emulator(rate=400, symbols=("ETH-USD",)) as emu, connect(emu) as c:
+        await c.send({"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["matches"]})
+        await wait_for(lambda: len(emu.engine.products["ETH-USD"].trades) >= 150, timeout=8)
+        client = coinbasepro.PublicClient(api_url=emu.http_url(""))
+        book = await asyncio.to_thread(client.get_product_order_book, "ETH-USD", 3)
+        newest = emu.engine.products["ETH-USD"].trades[-1]["trade_id"]
+        trades = await asyncio.to_thread(lambda: list(itertools.islice(client.get_product_trades("ETH-USD", newest), 150)))
+        server_time = await asyncio.to_thread(client.get_time)
+    assert isinstance(book["sequence"], int) and len(book["bids"][0]) == 3
+    assert [t["trade_id"] for t in trades] == list(range(newest, newest - 150, -1))    # two pages via CB-AFTER
+    assert all(isinstance(t["price"], Decimal) and t["side"] in ("buy", "sell") for t in trades)
+    assert server_time["iso"].year >= 2024
