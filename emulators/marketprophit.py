@@ -27,7 +27,10 @@ Other faults: ``auth_fail`` counts ``/jwt`` calls and handshakes together; ``slo
 ``/jwt``, the handshake check and every ack; ``token_expiry`` sets the token lifetime and ends
 sessions at expiry; ``close_code`` closes the websocket with that code (0: a TCP abort; a
 client still on long-polling gets a socket.io disconnect); ``slow_client`` does not apply.
-Journal ids of a record: ``{"kind": "res", "path", "ticker", "ts", "event_ns"}``.
+Generation B requests ``{path, params}`` naming one of the five streams (``crowd-sentiment``
+...) get ``data`` events ``{path, params, timestamp, results}`` with one record per ticker
+(every emulated symbol, or ``params.ticker``: unconfirmed), and no ``err`` events.
+Journal ids of a push: ``{"kind": "res"|"data", "path", "ticker" ("*": every ticker), "ts", "event_ns"}``.
 Dependency: python-socketio 4.x / python-engineio 3.x (Engine.IO 3), see ``marketprophit_sio``.
 """
 
@@ -50,9 +53,9 @@ from aiohttp import web
 
 from tickpipe.config import Secret, setting
 from tickpipe.emulators.base import Emulator, PeriodicFault, paced
-from tickpipe.emulators.marketprophit_data import ENDPOINTS, SentimentStream, iso_ms, sequenced
+from tickpipe.emulators.marketprophit_data import ENDPOINTS, GEN_B_ENDPOINTS, SentimentStream, iso_ms, sequenced
 from tickpipe.emulators.marketprophit_sio import Py311Manager, install_tracked_websocket
-from tickpipe.emulators.marketprophit_requests import ProphitNamespace, Subscription
+from tickpipe.emulators.marketprophit_requests import ALL, ProphitNamespace, Subscription
 
 KEY_SHAPE = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{24}$")
 CORS = {"Access-Control-Allow-Origin": "*"}
@@ -70,7 +73,8 @@ class MarketProphitSettings:
                                                        "the token_expiry fault always does)")
     res_shape: str = setting("array", choices=("array", "wrapper"),
                              help="res payload: the REST body array, or {path, method, params, timestamp, results} (unconfirmed)")
-    streaming_paths: tuple[str, ...] = setting(tuple(ENDPOINTS), help="entitled /real-time/ paths (others: 'Restricted endpoint')")
+    streaming_paths: tuple[str, ...] = setting(tuple(ENDPOINTS) + tuple(GEN_B_ENDPOINTS),
+                                               help="entitled paths, Gen A and Gen B (others: 'Restricted endpoint')")
     token_has_exp: bool = setting(True, help="put iat/exp claims in the JWT (June 2014 did; the Jul-Sep 2014 tokens "
                                                 "had neither, so only the server knew the expiry)")
     ts_skew_s: float = setting(0.0, help="added to every record's ts (the Sep-2014 examples show +14400; unconfirmed)")
@@ -228,7 +232,7 @@ class MarketProphitEmulator(Emulator):
                     break
                 payload, ids = self.record(sub)
                 for item in session.box.push(payload, ids, faultable=sequenced(sub.path)):
-                    await self.sio.emit("res", item, room=session.sid)
+                    await self.sio.emit("res" if sub.method else "data", item, room=session.sid)
 
     def next_subscription(self, session: Session) -> Subscription | None:
         held = session.box.held_ids  # a swap must stay within one stream to be detectable
@@ -240,15 +244,24 @@ class MarketProphitEmulator(Emulator):
         session.turn = (session.turn + 1) % len(subs)
         return subs[session.turn]
 
+    def stream(self, path: str, ticker: str) -> SentimentStream:
+        key = (path, ticker)
+        return self.streams.get(key) or self.streams.setdefault(key, SentimentStream(path, ticker, self.options.seed))
+
     def record(self, sub: Subscription) -> tuple[object, dict]:
-        key = (sub.path, sub.ticker)
-        stream = self.streams.get(key) or self.streams.setdefault(key, SentimentStream(sub.path, sub.ticker, self.options.seed))
-        rec, ts = stream.next_record(time.time(), self.settings.ts_skew_s)
-        ids = {"kind": "res", "path": sub.path, "ticker": sub.ticker, "ts": rec["ts"], "event_ns": ts * 1_000_000_000}
-        if self.settings.res_shape == "array":
+        """One push: Gen A ``res`` (one record) or Gen B ``data`` (one record per ticker, same period)."""
+        tickers = self.symbols if sub.ticker == ALL else (sub.ticker,)
+        recs = [self.stream(sub.path, t).next_record(time.time(), self.settings.ts_skew_s) for t in tickers]
+        rec, ts = recs[0]
+        ids = {"kind": "res" if sub.method else "data", "path": sub.path, "ticker": sub.ticker, "ts": rec["ts"],
+               "event_ns": ts * 1_000_000_000}
+        if sub.method and self.settings.res_shape == "array":
             return [rec], ids
-        return {"path": sub.path, "method": sub.method, "params": sub.params, "timestamp": iso_ms(time.time()),
-                "results": [rec]}, ids
+        wrapper = {"path": sub.path, "method": sub.method, "params": sub.params, "timestamp": iso_ms(time.time()),
+                   "results": [r for r, _ in recs]}
+        if not sub.method:
+            del wrapper["method"]
+        return wrapper, ids
 
     async def drop(self, session: Session, code: int) -> None:
         """The disconnect fault: a close code on the websocket, or a TCP abort when ``code`` is 0."""

@@ -1,4 +1,4 @@
-"""Market Prophit's Generation-A ``/real-time/`` endpoints and their synthetic records.
+"""Market Prophit's streams (Generation A ``/real-time/`` paths, Generation B names) and their records.
 
 Sentiment scores are not prices, so :class:`~tickpipe.emulators.market.MarketSim` does not
 apply; each (path, ticker) stream is its own seeded bounded random walk. All numbers are
@@ -28,6 +28,17 @@ ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
 ENDPOINTS["/real-time/user-sentiment"] = (USER_FIELDS, 1)
 ENDPOINTS["/real-time/user-sentiment-last-minute"] = (USER_FIELDS, 60)
 
+# Generation B (Sep 2014): five named streams for every ticker, fields as documented
+GEN_B_ENDPOINTS: dict[str, tuple[tuple[str, ...], int]] = {
+    "crowd-sentiment": (("crowd_sentiment",), 60),
+    "user-sentiment": (USER_FIELDS, 1),
+    "market-prophit-sentiment": (("mp_sentiment",), 1),
+    "crowd-sentiment-chart-data": (("crowd_sentiment", "crowd_sentiment_moving_average", "crowd_sentiment_z_score",
+                                    "crowd_sentiment_z_score_moving_average", "volume", "buzz"), 60),
+    "market-prophit-sentiment-chart-data": (("mp_sentiment", "mp_sentiment_moving_average", "mp_sentiment_z_score",
+                                             "mp_sentiment_z_score_moving_avg"), 1),
+}
+
 
 def sequenced(path: str) -> bool:
     """Whether a consumer can check a stream's periods (user-sentiment: many users per period)."""
@@ -54,7 +65,7 @@ class SentimentStream:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"{self.seed}:{self.path}:{self.ticker}")
-        self.fields, self.cadence = ENDPOINTS[self.path]
+        self.fields, self.cadence = ENDPOINTS.get(self.path) or GEN_B_ENDPOINTS[self.path]
         self.level = self.rng.uniform(-0.5, 0.5)
 
     def next_record(self, now_s: float, skew_s: float = 0.0) -> tuple[dict, int]:

@@ -1,6 +1,7 @@
 """Market Prophit socket.io requests: handshake check, ``subscribe``/``unsubscribe``, bad input.
 
-A request is ``{path, method, params}`` (Generation A)::
+A request is ``{path, method, params}`` (Generation A) or ``{path, params}`` naming one of the
+five Generation-B streams::
 
     420["subscribe",{"path":"/real-time/crowd-sentiment","method":"get","params":{"ticker":"AAPL"}}]
     430[null]
@@ -17,20 +18,21 @@ from typing import TYPE_CHECKING, Any
 
 import socketio
 
-from tickpipe.emulators.marketprophit_data import ENDPOINTS
+from tickpipe.emulators.marketprophit_data import ENDPOINTS, GEN_B_ENDPOINTS
 
 if TYPE_CHECKING:
     from tickpipe.emulators.marketprophit import MarketProphitEmulator
 
 TICKER = re.compile(r"^[A-Za-z][A-Za-z0-9.]{0,11}$")
+ALL = "*"  # a Generation-B subscription without a ticker: every ticker
 
 
 @dataclass(frozen=True)
 class Subscription:
     path: str
-    method: str
+    method: str | None  # None: a Generation-B request (``data`` events, no ``err`` events)
     params: dict
-    ticker: str
+    ticker: str         # ALL for a Generation-B stream of every ticker
 
     @property
     def key(self) -> tuple[str, str]:
@@ -42,6 +44,8 @@ def parse_request(options: Any, entitled: tuple[str, ...]) -> Subscription | str
     if not isinstance(options, dict):
         return "Bad request: options must be an object {path, method, params}"
     path, method, params = options.get("path"), options.get("method"), options.get("params", {})
+    if "method" not in options and path in GEN_B_ENDPOINTS:
+        return _generation_b(path, params, entitled)
     if not isinstance(path, str) or path not in ENDPOINTS:
         return f"Unknown endpoint: {str(path)[:100]}"
     if path not in entitled:
@@ -54,6 +58,18 @@ def parse_request(options: Any, entitled: tuple[str, ...]) -> Subscription | str
     if not isinstance(ticker, str) or not TICKER.match(ticker):
         return "Bad request: params.ticker (a symbol) is required"
     return Subscription(path, method, params, ticker.upper())
+
+
+def _generation_b(path: str, params: Any, entitled: tuple[str, ...]) -> Subscription | str:
+    """``{path: "crowd-sentiment", params: {}}``: every ticker, or only ``params.ticker`` (unconfirmed)."""
+    if path not in entitled:
+        return f"Restricted endpoint: {path}"
+    if not isinstance(params, dict):
+        return "Bad request: params must be an object"
+    ticker = params.get("ticker", ALL)
+    if ticker is not ALL and (not isinstance(ticker, str) or not TICKER.match(ticker)):
+        return "Bad request: params.ticker must be a symbol"
+    return Subscription(path, None, params, ticker if ticker is ALL else ticker.upper())
 
 
 class ProphitNamespace(socketio.AsyncNamespace):
@@ -102,5 +118,7 @@ class ProphitNamespace(socketio.AsyncNamespace):
         return (None,)
 
     async def refuse(self, sid: str, message: str, request: Any):
-        await self.emit("err", {"message": message, "request": request}, room=sid)
+        generation_b = isinstance(request, dict) and "method" not in request and request.get("path") in GEN_B_ENDPOINTS
+        if not generation_b:  # Generation B had no err event: the ack alone says it
+            await self.emit("err", {"message": message, "request": request}, room=sid)
         return (message,)

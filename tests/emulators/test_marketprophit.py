@@ -53,10 +53,12 @@ class Client:
     def __init__(self) -> None:
         self.sio = socketio.AsyncClient(reconnection=False)
         self.res: list = []
+        self.data: list = []
         self.errs: list = []
         self.refused: list = []
         self.gone = asyncio.Event()
         self.sio.on("res", lambda data: self.res.append(data))
+        self.sio.on("data", lambda data: self.data.append(data))
         self.sio.on("err", lambda data: self.errs.append(data))
         self.sio.on("connect_error", lambda data: self.refused.append(data))
         self.sio.on("disconnect", self.gone.set)
@@ -190,6 +192,29 @@ async def test_end_sessions_at_expiry_off_keeps_an_open_socket():
         await client.until(n + 3)
         assert not client.gone.is_set()
         await client.sio.disconnect()
+
+
+async def test_generation_b_streams_every_ticker_in_data_events_and_refuses_by_ack_only():
+    async with emulator(rate=100) as emu:
+        client = await Client().connect(emu, await token_for(emu))
+        call = client.sio.call
+        assert await call("subscribe", {"path": "crowd-sentiment-chart-data", "params": {}}, timeout=3) is None
+        assert await call("subscribe", {"path": "user-sentiment", "params": {"ticker": "jaba"}}, timeout=3) is None
+        assert (await call("subscribe", {"path": "user-sentiment", "params": {"ticker": 7}}, timeout=3)).startswith("Bad request")
+        for _ in range(100):
+            if len(client.data) >= 10:
+                break
+            await asyncio.sleep(0.02)
+        await client.sio.disconnect()
+    assert client.res == [] and client.errs == []
+    charts = [d for d in client.data if d["path"] == "crowd-sentiment-chart-data"]
+    users = [d for d in client.data if d["path"] == "user-sentiment"]
+    assert charts and users and set(charts[0]) == {"path", "params", "timestamp", "results"}
+    assert [r["ticker"] for r in charts[0]["results"]] == list(emu.default_symbols)
+    assert len({r["ts"] for r in charts[0]["results"]}) == 1 and charts[0]["results"][0]["ts"].endswith(":00.000Z")
+    assert set(charts[0]["results"][0]) == {"ts", "ticker", "crowd_sentiment", "crowd_sentiment_moving_average",
+                                            "crowd_sentiment_z_score", "crowd_sentiment_z_score_moving_average", "volume", "buzz"}
+    assert {r["ticker"] for d in users for r in d["results"]} == {"JABA"} and users[0]["params"] == {"ticker": "jaba"}
 
 
 async def test_wrapper_shape_and_long_polling_transport():

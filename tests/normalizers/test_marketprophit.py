@@ -101,17 +101,23 @@ def test_malformed_events_go_to_the_dead_letter_topic(payload, reason):
     assert reason in feed().dead_letter(payload)
 
 
-async def recorded_events(tmp_path, faults: str, n: int, **settings) -> tuple[list[str], list[dict]]:
+GEN_A = [{"path": "/real-time/crowd-sentiment", "method": "get", "params": {"ticker": "AAPL"}},
+         {"path": "/real-time/market-prophit-sentiment", "method": "get", "params": {"ticker": "TSLA"}}]
+GEN_B = [{"path": "crowd-sentiment", "params": {}}, {"path": "market-prophit-sentiment", "params": {}}]
+
+
+async def recorded_events(tmp_path, faults: str, n: int, requests=GEN_A, **settings) -> tuple[list[str], list[dict]]:
     """What the producer would record: the adapter's own recorder on a python-socketio client."""
     path = tmp_path / "j.jsonl"
     options = EmulatorOptions(rate=400, seed=4, faults=FaultPlan.parse(faults), journal=str(path),
                               credentials=MarketProphitSettings(**settings))
     async with MarketProphitEmulator(options) as emu:
         transport, client = QueueTransport(), socketio.AsyncClient(reconnection=False)
-        client.on("res", recorder("res", transport))
+        for event in ("res", "data"):
+            client.on(event, recorder(event, transport))
         await client.connect(emu.http_url("") + f"?token={await _token(emu)}")
-        for path_, ticker in (("crowd-sentiment", "AAPL"), ("market-prophit-sentiment", "TSLA")):
-            await client.call("subscribe", {"path": f"/real-time/{path_}", "method": "get", "params": {"ticker": ticker}})
+        for request in requests:
+            assert await client.call("subscribe", request) is None
         frames = [await asyncio.wait_for(transport.recv(), 5) for _ in range(n)]
         await client.disconnect()
     return frames, read_journal(str(path))
@@ -134,30 +140,34 @@ async def test_every_emulator_event_normalizes_to_the_journaled_records(tmp_path
     assert {r["metric"] for r in records} == {"crowd-sentiment", "market-prophit-sentiment"}
 
 
-async def test_integrity_stage_finds_exactly_the_journaled_faults(tmp_path):
+@pytest.mark.parametrize("requests", [GEN_A, GEN_B], ids=["generation_a", "generation_b"])
+async def test_integrity_stage_finds_exactly_the_journaled_faults(tmp_path, requests):
     """Emulator faults -> recorded events -> normalizer -> integrity stage, scored against the journal."""
     from tickpipe.processors.integrity.stage import IntegrityStage
 
-    frames, journal = await recorded_events(tmp_path, "drop=0.05,duplicate=0.05,reorder=0.05,malformed=0.02", 800)
+    frames, journal = await recorded_events(tmp_path, "drop=0.05,duplicate=0.05,reorder=0.05,malformed=0.02", 800,
+                                            requests)
     f, stage, alerts, seen, dead = feed(), IntegrityStage("marketprophit"), [], {}, 0
     for i, frame in enumerate(frames):
         raw = f.raw(frame, RECV + i * 1_000_000)
         result = f.pipe.handle_raw(raw)
         dead += result.dead_letter is not None
         for r in result.records:
-            seen.setdefault(r["provider_symbol"], set()).add(r["sequence"])
+            seen.setdefault((r["channel"], r["provider_symbol"]), set()).add(r["sequence"])
         alerts += stage.on_frame(raw, result.records, result.marks).alerts
     alerts += stage.close().alerts
-    cadence = {"AAPL": 60, "TSLA": 1}
+    cadence = {"crowd-sentiment": 60, "market-prophit-sentiment": 1}
+    symbols = {ticker for _, ticker in seen}
 
     def found(kind: str) -> set:
-        return {(a["provider_symbol"], i) for a in alerts if a["kind"] == kind and a["counter"] == "sequence"
+        return {(a["channel"], a["provider_symbol"], i) for a in alerts if a["kind"] == kind and a["counter"] == "sequence"
                 for i in range(a["first_missing"], a["last_missing"] + 1)}
 
     def injected(fault: str) -> set:
-        hits = {(i["ticker"], rfc3339_ns(i["ts"]) // (cadence[i["ticker"]] * 10**9))
-                for e in journal if e.get("fault") == fault for i in e["ids"][:1]}
-        return {(s, q) for s, q in hits if min(seen[s]) < q <= max(seen[s])}
+        hits = {(metric, ticker, rfc3339_ns(i["ts"]) // (cadence[metric] * 10**9))
+                for e in journal if e.get("fault") == fault for i in e["ids"][:1]
+                for metric in [i["path"].rsplit("/", 1)[-1]] for ticker in (symbols if i["ticker"] == "*" else [i["ticker"]])}
+        return {(m, t, q) for m, t, q in hits if min(seen[m, t]) < q <= max(seen[m, t])}
 
     assert injected("drop") and found("GAP") == injected("drop")
     assert injected("duplicate") and found("DUPLICATE") == injected("duplicate")

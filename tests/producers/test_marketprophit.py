@@ -95,6 +95,17 @@ async def test_reconnect_after_injected_disconnect_resubscribes_everything(kafka
     assert any(e["reason"] == "closed" for e in ends[:2])
 
 
+async def test_generation_b_subscription_records_data_events(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path) as emu:
+        async with producing(producer(kafka_settings, emu, subscriptions=("market-prophit-sentiment",))):
+            await wait_for(lambda: emu.journal.counts.get("sent", 0) >= 10, what="10 data events sent")
+    records = await read_raw(kafka_settings, "marketprophit", until_ends())
+    events = [json.loads(r.payload) for r in records if r.kind == KIND_FRAME]
+    assert len(events) >= 5 and {e[0] for e in events} == {"data"}
+    assert events[0][1]["path"] == "market-prophit-sentiment" and len(events[0][1]["results"]) == 5
+
+
 async def test_wrong_secret_key_is_a_clear_auth_failure_with_slow_retries(kafka_settings, tmp_path):
     await declare(kafka_settings)
     async with emulator(tmp_path, secret_key=Secret(KEY)) as emu:
