@@ -33,6 +33,7 @@ from tickpipe.emulators.coinbase_exchange_protocol import (
 from tickpipe.emulators.coinbase_exchange_session import Session, TokenBucket
 from tickpipe.emulators.coinbase_exchange_stream import ExchangeStream, every
 
+
 class CoinbaseExchangeEmulator(Emulator):
     provider = "coinbase-exchange"
     default_symbols = ("BTC-USD", "ETH-USD", "SOL-USD")
@@ -45,6 +46,7 @@ class CoinbaseExchangeEmulator(Emulator):
         self.sessions: set[Session] = set()
         self.stream = ExchangeStream(self.engine, self.sessions, self.options.rate, self.settings.send_queue_cap)
         self.connects = TokenBucket(self.settings.connects_per_s, self.settings.connect_burst)
+        self.rest_calls = TokenBucket(self.settings.rest_per_s, self.settings.rest_burst)
         self.auth_attempts = 0
 
     def routes(self, app: web.Application) -> None:
@@ -61,11 +63,20 @@ class CoinbaseExchangeEmulator(Emulator):
         return self
 
     # ----- REST -----
-    async def handle_book(self, request: web.Request) -> web.Response:
+    async def _product(self, request: web.Request) -> tuple[str, web.Response | None]:
+        """The product of a REST call, or the provider's refusal (rate limit, unknown product)."""
         await self.slow()
         pid = request.match_info["pid"]
+        if not self.rest_calls.take():
+            return pid, web.json_response({"message": "Public rate limit exceeded"}, status=429)
         if pid not in self.engine.products:
-            return web.json_response({"message": "NotFound"}, status=404)
+            return pid, web.json_response({"message": "NotFound"}, status=404)
+        return pid, None
+
+    async def handle_book(self, request: web.Request) -> web.Response:
+        pid, refusal = await self._product(request)
+        if refusal is not None:
+            return refusal
         level = request.query.get("level", "1")
         if level not in ("1", "2", "3"):
             return web.json_response({"message": "Invalid level"}, status=400)
@@ -73,10 +84,9 @@ class CoinbaseExchangeEmulator(Emulator):
                             content_type="application/json")
 
     async def handle_trades(self, request: web.Request) -> web.Response:
-        await self.slow()
-        pid = request.match_info["pid"]
-        if pid not in self.engine.products:
-            return web.json_response({"message": "NotFound"}, status=404)
+        pid, refusal = await self._product(request)
+        if refusal is not None:
+            return refusal
         try:
             limit = int(request.query.get("limit", "100"))
             after = int(request.query["after"]) if "after" in request.query else None

@@ -60,6 +60,8 @@ class CoinbaseExchangeEmulatorSettings:
     connect_burst: int = setting(20, minimum=1, help="connection burst allowance")
     inbound_per_s: float = setting(10.0, minimum=0, help="client messages per second before ErrSlowRead (0: off)")
     inbound_burst: int = setting(1000, minimum=1, help="client message burst allowance")
+    rest_per_s: float = setting(0.0, minimum=0, help="public REST calls per second before HTTP 429 (0: off; live: 10)")
+    rest_burst: int = setting(15, minimum=1, help="REST burst allowance")
     send_queue_cap: int = setting(100_000, minimum=10, help="queued messages per socket before ErrSlowConsume")
     unknown_channel_reason: str = setting("{name} is not a valid channel", help="error reason (unconfirmed text)")
     auth_carries_over: bool = setting(False, help="an unsigned subscribe on a socket that signed before counts as "

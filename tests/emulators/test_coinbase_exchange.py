@@ -215,6 +215,12 @@ async def test_rest_errors_and_time():
             assert (await r.json())["iso"].endswith("Z")
         async with http.get(emu.http_url("/products/BTC-USD/trades"), params={"limit": "abc"}) as r:
             assert r.status == 400
+    async with emulator(creds=settings(rest_per_s=0.01, rest_burst=2)) as emu, aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(3):
+            async with http.get(emu.http_url("/products/BTC-USD/book")) as r:
+                statuses.append((r.status, (await r.json()).get("message")))
+        assert statuses == [(200, None), (200, None), (429, "Public rate limit exceeded")]
 
 
 async def test_rest_trades_backfill_a_dropped_match():
