@@ -183,3 +183,31 @@ async def test_emulator_frames_normalize_and_full_channel_drops_are_found_exactl
                    for s in range(a["first_missing"], a["last_missing"] + 1))
     assert dropped and found == dropped                 # every drop found, nothing else reported
     assert not [a for a in gaps if a["channel"] == "ticker"]    # ticker sequences jump by design: order-checked only
+
+
+async def test_matches_and_level3_subscribers_drops_found_by_trade_id_and_level3_sequence(tmp_path):
+    path = str(tmp_path / "journal.jsonl")
+    async with emulator(rate=300, faults="drop=0.05", journal=path) as emu, connect(emu) as c:
+        await c.send(signed({"type": "subscribe", "channels": [{"name": "matches", "product_ids": ["BTC-USD", "ETH-USD"]},
+                                                              {"name": "level3", "product_ids": ["ETH-USD"]}]}))
+        for _ in range(900):
+            await c.recv()
+        frames = c.raw
+    kinds, gaps = through_integrity(Feed(), frames, IntegrityStage(PROVIDER))
+    assert kinds == {"trade", "level1"}                              # trades and the last_match images
+    docs = [json.loads(f) for f in frames]
+    newest = {pid: max(d["trade_id"] for d in docs if isinstance(d, dict) and d.get("type") == "match" and d["product_id"] == pid)
+              for pid in ("BTC-USD", "ETH-USD")}
+    last_l3 = max(int(d[2]) for d in docs if isinstance(d, list))
+    journal = read_journal(path)
+    dropped_trades = sorted((e["ids"][0]["instrument"], e["ids"][0]["trade_id"]) for e in journal if e.get("fault") == "drop"
+                            and e["ids"][0]["kind"] == "match" and e["ids"][0]["trade_id"] < newest[e["ids"][0]["instrument"]])
+    dropped_l3 = sorted(e["ids"][0]["product_seq"] for e in journal if e.get("fault") == "drop"
+                        and e["ids"][0]["kind"].startswith("level3:") and e["ids"][0]["product_seq"] < last_l3)
+    found_trades = sorted((a["provider_symbol"], t) for a in gaps if a["counter"] == "trade_id" and a["channel"] == "matches"
+                          for t in range(a["first_missing"], a["last_missing"] + 1))
+    found_l3 = sorted(s for a in gaps if a["counter"] == "sequence" and a["channel"] == "level3"
+                      for s in range(a["first_missing"], a["last_missing"] + 1))
+    assert dropped_trades and found_trades == dropped_trades
+    assert dropped_l3 and found_l3 == dropped_l3
+    assert {a["channel"] for a in gaps} == {"matches", "level3"}      # matches' sparse sequence raises nothing
