@@ -85,14 +85,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def _die_with_parent_in_own_group() -> None:
+    """As :func:`_die_with_parent`, in a process group of its own: a terminal's Ctrl-C reaches
+    only the parent, which then stops its children in the order it chooses (the demo)."""
+    os.setpgrp()
+    _die_with_parent()
+
+
 class EmbeddedBroker:
     """Start Tansu on ``host:port`` (``port=None``: a free one) and wait until it answers."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None,
                  log_file: str | os.PathLike | None = None, ready_timeout: float = 20.0,
-                 advertised: str | None = None) -> None:
+                 advertised: str | None = None, own_process_group: bool = False) -> None:
         self.host = host
-        self.port = port
+        self.own_process_group = own_process_group
+        self.port = port or None  # 0 or None: a free port
         self.advertised = advertised  # "host:port" clients are sent to (e.g. a TLS terminator in front)
         self.ready_timeout = ready_timeout
         self._own_log = log_file is None
@@ -130,7 +138,8 @@ class EmbeddedBroker:
                "--storage-engine", "memory://tansu/"]
         self._log_handle = open(self.log_file, "ab")
         self.process = subprocess.Popen(cmd, stdout=self._log_handle, stderr=subprocess.STDOUT,
-                                        stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
+                                        stdin=subprocess.DEVNULL,
+                                        preexec_fn=_die_with_parent_in_own_group if self.own_process_group else _die_with_parent)
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout

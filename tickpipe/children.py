@@ -15,7 +15,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tickpipe.broker import _die_with_parent
+from tickpipe.broker import _die_with_parent, _die_with_parent_in_own_group
 
 
 def tickpipe_command(*args: str) -> list[str]:
@@ -29,8 +29,10 @@ def print_ready(**fields) -> None:
 
 class Child:
     def __init__(self, cmd: list[str], name: str, log_file: str | os.PathLike | None = None,
-                 env: dict[str, str] | None = None, ready_timeout: float = 20.0) -> None:
+                 env: dict[str, str] | None = None, ready_timeout: float = 20.0,
+                 own_process_group: bool = False) -> None:
         self.cmd, self.name, self.ready_timeout = cmd, name, ready_timeout
+        self.own_process_group = own_process_group  # Ctrl-C in a terminal reaches only the parent
         self.env = {**os.environ, **(env or {})}
         self.log_file = Path(log_file) if log_file else None
         self.process: subprocess.Popen | None = None
@@ -40,7 +42,8 @@ class Child:
     def start(self) -> "Child":
         stderr = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=stderr, stdin=subprocess.DEVNULL,
-                                        env=self.env, text=True, bufsize=1, preexec_fn=_die_with_parent)
+                                        env=self.env, text=True, bufsize=1,
+                                        preexec_fn=_die_with_parent_in_own_group if self.own_process_group else _die_with_parent)
         if self.log_file:
             stderr.close()
         ready = threading.Event()

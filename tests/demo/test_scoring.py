@@ -1,0 +1,88 @@
+"""Injected versus detected: which journaled faults a consumer can see, and what counts as seen."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from tickpipe.demo.scoring import SCORING, ScoringCounter, compare, detected_anomalies, visible_faults
+
+PER_SYMBOL = ScoringCounter("trade_id", "instrument", ("instrument",))
+PER_CONNECTION = ScoringCounter("sequence_num", "connection", (), known_start=True)
+
+
+def sent(conn: int, sym: str, n: int) -> dict:
+    return {"event": "sent", "conn": conn, "ids": {"instrument": sym, "trade_id": n}}
+
+
+def fault(conn: int, name: str, *ids: tuple[str, int]) -> dict:
+    return {"event": "fault", "conn": conn, "fault": name, "ids": [{"instrument": s, "trade_id": n} for s, n in ids]}
+
+
+def test_a_drop_counts_only_between_two_messages_of_its_scope_on_its_connection():
+    lines = [fault(1, "drop", ("A", 1)),                       # first of A: nothing before it to start the count
+             sent(1, "A", 2), fault(1, "drop", ("A", 3)), sent(1, "A", 4),   # visible
+             fault(1, "drop", ("B", 7)), sent(1, "B", 8),       # first of B
+             fault(1, "drop", ("A", 5)),                        # the last of A on connection 1
+             sent(2, "A", 6)]                                   # a new connection does not witness it
+    assert visible_faults(lines, PER_SYMBOL)["GAP"] == 1
+
+
+def test_a_counter_with_a_fixed_start_sees_a_drop_of_its_first_value():
+    lines = [{"event": "fault", "conn": 1, "fault": "drop", "ids": [{"seq": 0}]},
+             {"event": "sent", "conn": 1, "ids": {"seq": 1}}]
+    assert visible_faults(lines, PER_CONNECTION)["GAP"] == 1
+    assert visible_faults(lines, PER_SYMBOL)["GAP"] == 0
+
+
+def test_a_swap_counts_within_one_scope_and_not_right_after_a_drop():
+    lines = [sent(1, "A", 1), fault(1, "reorder", ("A", 2), ("A", 3)), sent(1, "A", 3), sent(1, "A", 2),  # visible
+             fault(1, "reorder", ("A", 4), ("B", 9)), sent(1, "B", 9), sent(1, "A", 4),                   # two scopes
+             fault(1, "drop", ("A", 5)), fault(1, "reorder", ("A", 6), ("A", 7)), sent(1, "A", 7), sent(1, "A", 6)]
+    assert visible_faults(lines, PER_SYMBOL)["OUT_OF_ORDER"] == 1
+
+
+def test_repeats_and_garbage_always_count():
+    lines = [sent(1, "A", 1), fault(1, "duplicate", ("A", 1)), sent(1, "A", 1),
+             {"event": "fault", "conn": 1, "fault": "malformed", "frame": "[[[["},
+             {"event": "fault", "conn": 1, "fault": "malformed", "frame": "null"}]
+    seen = visible_faults(lines, PER_SYMBOL)
+    assert (seen["DUPLICATE"], seen["DLQ"]) == (1, 2)
+
+
+def test_a_disconnect_is_a_reset_only_if_data_flowed_on_a_later_connection():
+    lines = [sent(1, "A", 1), {"event": "fault", "conn": 1, "fault": "disconnect", "code": 1011},
+             {"event": "disconnect", "conn": 1, "reason": "fault", "code": 1011},    # the same disconnect, twice
+             {"event": "connect", "conn": 2}, sent(2, "A", 2),
+             {"event": "disconnect", "conn": 2, "reason": "fault", "code": 1011},
+             {"event": "connect", "conn": 3}]                                       # no data on conn 3
+    assert visible_faults(lines, PER_SYMBOL)["RESET"] == 1
+
+
+def alert(kind: str, counter: str, scope: str = "instrument", missing: int = 1) -> dict:
+    return {"kind": kind, "counter": counter, "scope": scope, "missing_count": missing}
+
+
+def test_detected_counts_the_scoring_counter_only():
+    alerts = [alert("GAP", "trade_id", missing=3), alert("GAP", "tp_seq", "producer", missing=5),
+              alert("OUT_OF_ORDER", "trade_id"), alert("OUT_OF_ORDER", "event_time"),
+              alert("DUPLICATE", "trade_id"), alert("RESET", "sequence_num", "connection"),
+              alert("HEALED", "trade_id")]
+    got = detected_anomalies(alerts, dead_letters=2, rule=PER_SYMBOL)
+    assert got == Counter({"GAP": 3, "OUT_OF_ORDER": 1, "DUPLICATE": 1, "RESET": 1, "DLQ": 2})
+
+
+def test_a_check_that_runs_first_owns_its_kind():
+    exchange = SCORING["coinbase-exchange"]
+    alerts = [alert("DUPLICATE", "sequence"), alert("DUPLICATE", "trade_id"), alert("GAP", "trade_id", missing=2)]
+    got = detected_anomalies(alerts, 0, exchange)
+    assert (got["DUPLICATE"], got["GAP"]) == (1, 2)
+
+
+def test_compare_flags_every_difference_and_ignores_unscored_kinds():
+    result = compare(Counter({"GAP": 2, "DLQ": 1, "OUT_OF_ORDER": 4}), Counter({"GAP": 2, "DLQ": 0}),
+                     scored=("GAP", "DLQ"))
+    assert result["by_kind"]["GAP"] == {"injected": 2, "detected": 2, "scored": True, "equal": True}
+    assert result["by_kind"]["DLQ"]["equal"] is False
+    assert result["by_kind"]["OUT_OF_ORDER"] == {"injected": 4, "detected": 0, "scored": False, "equal": None}
+    assert result["all_equal"] is False
+    assert compare(Counter({"GAP": 1}), Counter({"GAP": 1}))["all_equal"] is True

@@ -1,0 +1,144 @@
+"""Injected versus detected anomalies, per provider and kind: pure functions.
+
+Each provider is scored at the counter where its faults show (the emulator modules say
+which messages are faultable and what their journal ``ids`` hold):
+
+| provider | counter (alert scope) | journal scope of a faultable message |
+| --- | --- | --- |
+| coinbase | ``sequence_num`` (connection), starts at 0 | the connection |
+| alpaca | ``trade_id`` (instrument) | instrument |
+| tdameritrade, schwab | ``seq`` (instrument) | service + instrument |
+| coinbase-exchange | ``trade_id`` (instrument); repeats at ``sequence`` | message kind + instrument |
+
+What a consumer can see of the journal (up to the moment the feeds were frozen):
+
+* drop -> GAP, one missing value, if a later message of the same scope was sent on the same
+  connection, and (unless the counter's start is fixed) an earlier one too;
+* reorder -> OUT_OF_ORDER, if both swapped messages have the same scope and the late one
+  does not directly follow a drop (it then arrives while the hole before it is still open
+  and is released in order when the hole becomes a GAP);
+* duplicate -> DUPLICATE, always; malformed -> one dead letter, always;
+* disconnect -> RESET, if the emulator later sent data on a new connection.
+
+Detected: GAP ``missing_count`` summed, OUT_OF_ORDER / DUPLICATE alerts counted, at the
+scoring counter only (a lost Coinbase trade frame is also a trade-id gap, and a swap of two
+Exchange matches is out of order for both the sequence and the trade-id check: counted once);
+RESET at connection scope; dead letters of ``dlq.<provider>``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+from tickpipe.demo.journals import fault_kind
+
+KINDS = ("GAP", "OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET")
+FAULT_TO_KIND = {"drop": "GAP", "reorder": "OUT_OF_ORDER", "duplicate": "DUPLICATE", "malformed": "DLQ",
+                 "disconnect": "RESET"}
+
+
+@dataclass(frozen=True)
+class ScoringCounter:
+    counter: str                       # the alerts' ``counter``
+    scope: str                         # the alerts' ``scope``: connection or instrument
+    scope_fields: tuple[str, ...]      # journal ids fields naming the message's scope
+    known_start: bool = False          # the counter's first value on a connection is fixed
+    kinds: tuple[str, ...] = KINDS     # the kinds a consumer can detect for this provider
+    note: str = ""                     # why some kinds are not scored
+    first_check: tuple[tuple[str, str], ...] = ()   # (kind, counter): a check that runs first sees it
+
+    def counter_for(self, kind: str) -> str:
+        return dict(self.first_check).get(kind, self.counter)
+
+
+SCORING: dict[str, ScoringCounter] = {
+    "coinbase": ScoringCounter("sequence_num", "connection", (), known_start=True),
+    "alpaca": ScoringCounter("trade_id", "instrument", ("instrument",)),
+    "tdameritrade": ScoringCounter("seq", "instrument", ("service", "instrument")),
+    "schwab": ScoringCounter("seq", "instrument", ("service", "instrument")),
+    # ticker and matches records pass the (sparse, order-only) product sequence check before
+    # the trade-id check, and a repeat stops there
+    "coinbase-exchange": ScoringCounter("trade_id", "instrument", ("kind", "instrument"),
+                                        first_check=(("DUPLICATE", "sequence"),)),
+    "financefeast": ScoringCounter("event_time", "instrument", ("instrument",),
+                                   kinds=("OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"),
+                                   note="no ids in the feed: a dropped price is invisible, so none is injected"),
+    "marketprophit": ScoringCounter("ts", "instrument", ("path", "ticker"), kinds=("DLQ", "RESET"),
+                                    note="the integrity stage checks no counter of this feed (its policy): "
+                                         "drops, swaps and repeats are injected but cannot be detected"),
+}
+
+
+def _scope(ids: dict | None, fields: tuple[str, ...]) -> tuple:
+    ids = ids if isinstance(ids, dict) else {}
+    return tuple(ids.get(f) for f in fields)
+
+
+def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
+    """Injected faults a consumer can detect, by alert kind (see the module docstring)."""
+    sent: dict[tuple, list[int]] = {}        # (conn, scope) -> positions of sent lines
+    data_conns: list[tuple[int, int]] = []   # (position of first data on a conn, conn)
+    first_data: dict = {}
+    for pos, line in enumerate(lines):
+        if line.get("event") == "sent":
+            key = (line.get("conn"), _scope(line.get("ids"), rule.scope_fields))
+            sent.setdefault(key, []).append(pos)
+            if line.get("conn") not in first_data:
+                first_data[line.get("conn")] = pos
+                data_conns.append((pos, line.get("conn")))
+
+    def around(pos: int, conn, ids) -> tuple[bool, bool]:
+        positions = sent.get((conn, _scope(ids, rule.scope_fields)), [])
+        return any(p < pos for p in positions), any(p > pos for p in positions)
+
+    out, last_drop, disconnected = Counter(), {}, set()
+    for pos, line in enumerate(lines):
+        kind, conn = fault_kind(line), line.get("conn")
+        ids = line.get("ids") or [{}]
+        if line.get("event") == "sent":
+            last_drop.pop((conn, _scope(line.get("ids"), rule.scope_fields)), None)
+        if kind == "drop":
+            before, after = around(pos, conn, ids[0])
+            if after and (before or rule.known_start):
+                out["GAP"] += 1
+            last_drop[(conn, _scope(ids[0], rule.scope_fields))] = pos
+        elif kind == "reorder" and len(ids) == 2:
+            same = _scope(ids[0], rule.scope_fields) == _scope(ids[1], rule.scope_fields)
+            if same and (conn, _scope(ids[0], rule.scope_fields)) not in last_drop:
+                out["OUT_OF_ORDER"] += 1
+        elif kind == "duplicate":
+            out["DUPLICATE"] += 1
+        elif kind == "malformed":
+            out["DLQ"] += 1
+        elif kind == "disconnect" and conn not in disconnected:
+            disconnected.add(conn)
+            if any(p > pos and c != conn for p, c in data_conns):
+                out["RESET"] += 1
+    return out
+
+
+def detected_anomalies(alerts: list[dict], dead_letters: int, rule: ScoringCounter) -> Counter:
+    """What the pipeline reported for one provider, by kind, at its scoring counter."""
+    out = Counter({"DLQ": dead_letters})
+    for alert in alerts:
+        kind = alert.get("kind")
+        if kind == "RESET" and alert.get("scope") == "connection":
+            out["RESET"] += 1
+        elif alert.get("counter") != rule.counter_for(kind) or alert.get("scope") != rule.scope:
+            continue
+        elif kind == "GAP":
+            out["GAP"] += int(alert.get("missing_count") or 0)
+        elif kind in ("OUT_OF_ORDER", "DUPLICATE"):
+            out[kind] += 1
+    return out
+
+
+def compare(injected: Counter, detected: Counter, scored: tuple[str, ...] = KINDS) -> dict:
+    """``{"by_kind": {kind: {"injected", "detected", "scored", "equal"}}, "all_equal"}``;
+    ``equal`` is None for a kind that is not ``scored``, and ``all_equal`` covers scored kinds."""
+    table = {}
+    for k in KINDS:
+        i, d = int(injected.get(k, 0)), int(detected.get(k, 0))
+        table[k] = {"injected": i, "detected": d, "scored": k in scored, "equal": (i == d) if k in scored else None}
+    return {"by_kind": table, "all_equal": all(row["equal"] for row in table.values() if row["scored"])}

@@ -1,0 +1,202 @@
+"""One demo run, start to summary.
+
+Start: broker, topics, emulators (then their producers) and the processor; then observe
+every second until ``--duration`` or a signal. Stop, in the order that keeps the final
+numbers honest: freeze the feeds (SIGSTOP: the journals then hold everything that was
+sent), let the processor drain (lag 0, reorder windows expired), stop the producers (they
+flush and write their session-end markers), drain again, stop the processor and the
+emulators, read the journals, score, and stop the broker. Every child is reaped on every
+path, Ctrl-C included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tickpipe.demo.children import PROCESSOR_ENV, Cast
+from tickpipe.demo.live import KindRates, ProviderState, row
+from tickpipe.demo.scrape import scrape
+from tickpipe.demo.view import Screen, Snapshot
+from tickpipe.logs import get_logger
+
+log = get_logger("tickpipe.demo")
+SETTLE_S = int(PROCESSOR_ENV["TICKPIPE_INTEGRITY_REORDER_WINDOW_MS"]) / 1000 + 1.5  # windows expire, a tick runs
+
+
+@dataclass
+class DemoOptions:
+    providers: list[str]
+    skipped: dict[str, str]
+    run_dir: Path
+    duration: float | None
+    rate: float
+    seed: int
+    group: str                          # the processor's consumer group
+    screen: Screen
+    faults: dict[str, str] | None = None
+    exit_codes: dict[str, int | None] = field(default_factory=dict)
+
+
+class DemoSession:
+    def __init__(self, options: DemoOptions, kafka, topic_settings, stop: asyncio.Event) -> None:
+        self.o, self.base_kafka, self.topic_settings, self.stop = options, kafka, topic_settings, stop
+        self.kafka = kafka
+        self.cast: Cast | None = None
+        self.observer = None
+        self.states: list[ProviderState] = []
+        self.kind_rates = KindRates()
+        self.began = self.started = time.monotonic()
+        self.stopping_at: float | None = None
+        self.steps: dict[str, float] = {}
+        self.phase = "starting"
+        self.lag: int | None = None
+        self.cutoff_ns: int | None = None
+        self.thaw_ns: int | None = None
+
+    async def run(self, broker) -> dict | None:
+        import aiohttp
+
+        from tickpipe.admin import declare_topics
+        from tickpipe.demo.journals import JournalTail
+        from tickpipe.demo.lag import GroupLag
+        from tickpipe.demo.observer import Observer
+        from tickpipe.topics import raw_topic
+
+        self.kafka = replace(self.base_kafka, bootstrap_servers=broker.bootstrap_servers)
+        await declare_topics(self.kafka, self.topic_settings)
+        self.cast = Cast(self.o.run_dir, broker.bootstrap_servers, self.o.rate, self.o.seed)
+        try:
+            await self._start_children()
+            if self.stop.is_set():
+                return None
+            self.states = [ProviderState(p, JournalTail(self.cast.journal(p))) for p in self.o.providers]
+            self.observer = Observer(self.kafka, self.o.providers)
+            raw_topics = [raw_topic(p, self.kafka.topic_prefix) for p in self.o.providers]
+            await self.observer.start()
+            stop_consuming = asyncio.Event()
+            consume = asyncio.create_task(self.observer.run(stop_consuming))
+            try:
+                async with aiohttp.ClientSession() as http:
+                    self.http = http
+                    self.group_lag = await GroupLag(self.kafka, self.o.group, raw_topics).start()
+                    try:
+                        code = await self._observe(broker)
+                        await self._wind_down()
+                    finally:
+                        await self.group_lag.stop()
+            finally:
+                stop_consuming.set()
+                await consume
+                await self.observer.stop()
+            return self._summary(code)
+        finally:
+            await self.cast.stop_all()
+
+    async def _start_children(self) -> None:
+        self.phase = "starting"
+
+        # the processor first: producers started before it has its partitions would queue
+        # frames for it, and the first seconds' latency would measure the group join
+        await asyncio.gather(self.cast.start_emulators(self.o.providers, self.o.faults),
+                             self.cast.start_processor(self.o.providers))
+        await self.cast.start_producers()
+        self.started = time.monotonic()
+        self.phase = "running"
+
+    async def _observe(self, broker) -> str:
+        while True:
+            await self._refresh()
+            if self.stop.is_set():
+                return "interrupted"
+            if self.o.duration is not None and time.monotonic() - self.started >= self.o.duration:
+                return "duration"
+            dead = self.cast.dead()
+            if dead or not broker.running():
+                log.error("a process of the demo exited by itself", processes=dead or ["broker"])
+                return "child exited"
+            try:
+                await asyncio.wait_for(self.stop.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _refresh(self, force: bool = False) -> None:
+        ports = self.cast.ops_ports()
+        scrapes = await asyncio.gather(*(scrape(self.http, ports[f"produce-{s.provider}"])
+                                         if f"produce-{s.provider}" in ports else _none() for s in self.states))
+        for state, samples in zip(self.states, scrapes):
+            state.take(samples)
+            state.journal.read()
+        self.lag = await self.group_lag.lag()
+        self.o.screen.show(self._snapshot(), force=force)
+
+    def _snapshot(self) -> Snapshot:
+        now = time.monotonic()
+        seen = self.observer.seen
+        return Snapshot(now - self.started, self.phase, self.kafka.bootstrap_servers,
+                        [row(s, seen, now) for s in self.states], self.kind_rates.update(seen, now), self.lag,
+                        sum(seen.dead_letters.values()), len(seen.alerts), self.o.skipped)
+
+    async def _wind_down(self) -> None:
+        self.stopping_at = time.monotonic()
+        self.phase = "stopping: feeds frozen, draining"
+        self.cast.freeze_feeds()
+        await asyncio.sleep(0.05)
+        self.cutoff_ns = time.time_ns()          # every journal line up to here was sent before the freeze
+        await self._drain(settle=SETTLE_S, limit=20.0)
+        self._mark("drain")
+        self.phase = "stopping: feeds"
+        self.thaw_ns = time.time_ns()            # frames received from here on were sent after the freeze
+        self.o.exit_codes.update({f"emulate-{p}": c for p, c in (await self.cast.stop_emulators()).items()})
+        await self._refresh()                    # the producers' final counters (the feeds have ended)
+        self._mark("emulators")
+        self.phase = "stopping: producers"
+        self.o.exit_codes.update({f"produce-{p}": c for p, c in (await self.cast.stop_producers()).items()})
+        self._mark("producers")
+        self.phase = "stopping: processor draining"
+        await self._drain(settle=1.5, limit=15.0)
+        await self.observer.drained(timeout=5.0)
+        self._mark("final_drain")
+        self.o.exit_codes.update(await self.cast.stop_processor())
+        self._mark("processor")
+        for state in self.states:
+            state.journal.read()                 # the rest, flushed at exit
+
+    def _mark(self, step: str) -> None:
+        """Note how long a shutdown step took (``timing_s.stop_steps`` of the summary)."""
+        now = time.monotonic()
+        self.steps[step] = round(now - self._last_mark, 1) if hasattr(self, "_last_mark") else round(now - self.stopping_at, 1)
+        self._last_mark = now
+
+    async def _drain(self, settle: float, limit: float) -> None:
+        """Wait at least ``settle`` seconds and until the processor's lag is 0 (at most ``limit``)."""
+        began = time.monotonic()
+        while time.monotonic() - began < limit:
+            self.lag = await self.group_lag.lag()
+            if self.lag == 0 and time.monotonic() - began >= settle:
+                return
+            await asyncio.sleep(0.25)
+        log.warning("processor did not drain in time", lag=self.lag, limit_s=limit)
+
+    def _summary(self, ended_by: str) -> dict:
+        from tickpipe.demo import summary
+
+        now_ns = time.time_ns()
+        result = summary.build(self.states, self.observer.seen, self.cutoff_ns or now_ns, self.thaw_ns or now_ns,
+                               seconds=(self.stopping_at or time.monotonic()) - self.started, bootstrap=self.kafka.bootstrap_servers,
+                               run_dir=str(self.o.run_dir), skipped=self.o.skipped, exit_codes=self.o.exit_codes)
+        now = time.monotonic()
+        stopping_at = self.stopping_at or now
+        result["ended_by"] = ended_by
+        result["timing_s"] = {"starting": round(self.started - self.began, 1),
+                              "streaming": round(stopping_at - self.started, 1), "stopping": round(now - stopping_at, 1), "stop_steps": self.steps}
+        with open(self.o.run_dir / "alerts.jsonl", "w") as fh:   # every alert seen, for a closer look
+            fh.writelines(json.dumps(a) + "\n" for a in self.observer.seen.alerts)
+        return result
+
+
+async def _none():
+    return None
