@@ -48,13 +48,12 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 import jwt
-import socketio
 from aiohttp import web
 
 from tickpipe.config import Secret, setting
 from tickpipe.emulators.base import Emulator, PeriodicFault, paced
 from tickpipe.emulators.marketprophit_data import ENDPOINTS, GEN_B_ENDPOINTS, SentimentStream, iso_ms, sequenced
-from tickpipe.emulators.marketprophit_sio import Py311Manager, install_tracked_websocket
+from tickpipe.emulators.marketprophit_sio import ForgivingServer, Py311Manager, install_tracked_websocket
 from tickpipe.emulators.marketprophit_requests import ALL, ProphitNamespace, Subscription
 
 KEY_SHAPE = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{24}$")
@@ -112,11 +111,11 @@ class MarketProphitEmulator(Emulator):
         self.streams: dict[tuple[str, str], SentimentStream] = {}
         self.sockets: dict[str, tuple[web.WebSocketResponse, web.Request]] = {}
         self.auth_attempts = 0
-        self.sio = socketio.AsyncServer(async_mode="aiohttp", client_manager=Py311Manager(), logger=False,
-                                        engineio_logger=False, cors_allowed_origins="*",
-                                        ping_interval=self.settings.ping_interval_s,
-                                        ping_timeout=self.settings.ping_timeout_s,
-                                        max_http_buffer_size=self.options.max_frame_bytes)
+        self.sio = ForgivingServer(async_mode="aiohttp", client_manager=Py311Manager(), logger=False,
+                                   engineio_logger=False, cors_allowed_origins="*",
+                                   ping_interval=self.settings.ping_interval_s,
+                                   ping_timeout=self.settings.ping_timeout_s,
+                                   max_http_buffer_size=self.options.max_frame_bytes)
         self.sio.eio.start_service_task = False     # started by start() as a task stop() cancels
         install_tracked_websocket(self.sio, self._websocket_opened, self.options.max_frame_bytes)
         self.sio.register_namespace(ProphitNamespace(self))

@@ -9,6 +9,8 @@ that speaks it. Those releases predate Python 3.11, so:
 * :class:`TrackedWebSocket` -- the aiohttp websocket driver, remembering each Engine.IO
   session's aiohttp socket so the emulator can end it abruptly (a close code, or a TCP
   abort with no close frame) and cap client message size.
+* :class:`ForgivingServer` -- a socket.io packet that does not decode (``42not json``,
+  ``49[]``, ``42{}``) gets an ``err`` event naming the problem instead of a library traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ class Py311Manager(socketio.AsyncManager):
             if sid not in skip:
                 ack = self._generate_ack_id(sid, namespace, callback) if callback is not None else None
                 await self.server._emit_internal(sid, event, data, namespace, ack)
+
+
+class ForgivingServer(socketio.AsyncServer):
+    async def _handle_eio_message(self, sid, data):
+        try:
+            await super()._handle_eio_message(sid, data)
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            problem = f"Bad socket.io packet ({type(exc).__name__}): {str(data)[:60]}"
+            await self._emit_internal(sid, "err", {"message": problem}, "/", None)
 
 
 def tracked_websocket(on_open: Callable[[str, web.WebSocketResponse, web.Request], None],

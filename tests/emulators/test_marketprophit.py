@@ -337,6 +337,8 @@ async def test_eio3_wire_framing_ack_and_res_and_garbage_input_survives():
         assert await asyncio.wait_for(ws.recv(), 5) == "3"          # Engine.IO ping/pong
         for junk in ("42not json", "4", "49[]", '42{"not":"a list"}'):
             await ws.send(junk)
+            reply = await asyncio.wait_for(ws.recv(), 5)
+            assert reply.startswith('42["err",{"message":"Bad socket.io packet (')
         await ws.send("420" + json.dumps(["subscribe", CROWD]))
         assert await asyncio.wait_for(ws.recv(), 5) == "430[null]"
         frame = await asyncio.wait_for(ws.recv(), 5)

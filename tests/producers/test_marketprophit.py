@@ -6,8 +6,6 @@ import asyncio
 import json
 from collections import defaultdict
 
-import pytest
-
 from tests.producers.core_support import declare_echo_topics, fast_settings, read_raw, wait_for
 from tests.producers.core_support import running as producing
 from tickpipe.config import Secret, load_section
