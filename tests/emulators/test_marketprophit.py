@@ -309,7 +309,7 @@ async def raw_eio3(emu, token: str):
     """A websocket speaking Engine.IO 3 by hand: open packet, then the socket.io CONNECT."""
     ws = await websockets.connect(emu.ws_url(f"/socket.io/?EIO=3&transport=websocket&token={token}"), close_timeout=0.5)
     opened = await asyncio.wait_for(ws.recv(), 5)
-    assert opened.startswith("0{") and json.loads(opened[1:])["pingInterval"] == 25000
+    assert opened.startswith("0{") and "pingInterval" in json.loads(opened[1:])
     assert await asyncio.wait_for(ws.recv(), 5) == "40"
     return ws
 
@@ -333,6 +333,8 @@ async def test_eio3_wire_framing_ack_and_res_and_garbage_input_survives():
     async with emulator(max_frame_bytes=2000) as emu:
         token = await token_for(emu)
         ws = await raw_eio3(emu, token)
+        opened = json.loads((await emu_open_packet(emu, token))[1:])
+        assert (opened["pingInterval"], opened["pingTimeout"], opened["upgrades"]) == (25000, 60000, [])  # 1.x defaults
         await ws.send("2")
         assert await asyncio.wait_for(ws.recv(), 5) == "3"          # Engine.IO ping/pong
         for junk in ("42not json", "4", "49[]", '42{"not":"a list"}'):
@@ -350,6 +352,25 @@ async def test_eio3_wire_framing_ack_and_res_and_garbage_input_survives():
         client = await Client().connect(emu, token)              # the server is still fine
         assert await client.sio.call("subscribe", CROWD, timeout=3) is None
         await client.sio.disconnect()
+
+
+async def test_engineio_keepalive_keeps_a_pinging_client_and_drops_a_silent_one():
+    async with emulator(settings=MarketProphitSettings(ping_interval_s=0.2, ping_timeout_s=0.5)) as emu:
+        token = await token_for(emu)
+        client = await Client().connect(emu, token)
+        silent = await raw_eio3(emu, token)
+        assert json.loads((await emu_open_packet(emu, token))[1:])["pingInterval"] == 200
+        with pytest.raises(websockets.ConnectionClosed):
+            while True:
+                await asyncio.wait_for(silent.recv(), 3)
+        await asyncio.sleep(0.6)
+        assert not client.gone.is_set() and await client.sio.call("subscribe", CROWD, timeout=3) is None
+        await client.sio.disconnect()
+
+
+async def emu_open_packet(emu, token: str) -> str:
+    async with websockets.connect(emu.ws_url(f"/socket.io/?EIO=3&transport=websocket&token={token}")) as ws:
+        return await asyncio.wait_for(ws.recv(), 5)
 
 
 async def test_stall_is_a_pause_in_res_and_journaled(tmp_path):

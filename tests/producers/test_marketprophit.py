@@ -104,6 +104,17 @@ async def test_generation_b_subscription_records_data_events(kafka_settings, tmp
     assert events[0][1]["path"] == "market-prophit-sentiment" and len(events[0][1]["results"]) == 5
 
 
+async def test_socketio_keepalive_holds_one_session_through_many_ping_intervals(kafka_settings, tmp_path):
+    await declare(kafka_settings)
+    async with emulator(tmp_path, rate=5, ping_interval_s=0.2, ping_timeout_s=0.5) as emu:
+        p = producer(kafka_settings, emu, subscriptions=("/real-time/crowd-sentiment?ticker=AAPL",))
+        async with producing(p):
+            await wait_for(lambda: p.ready()[0], what="ready")
+            await asyncio.sleep(1.5)  # 7 ping intervals, 3 ping timeouts
+            assert p.ready()[0] and p.loop.attempts == 1
+        assert emu.journal.counts.get("connect") == 1
+
+
 async def test_wrong_secret_key_is_a_clear_auth_failure_with_slow_retries(kafka_settings, tmp_path):
     await declare(kafka_settings)
     async with emulator(tmp_path, secret_key=Secret(KEY)) as emu:
