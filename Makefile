@@ -23,8 +23,10 @@ $(PY):
 	$(PY) -m pip install --quiet --upgrade pip
 
 # Re-install whenever the project's metadata changes.
-$(STAMP): pyproject.toml | $(PY)
+$(STAMP): pyproject.toml tests/fidelity-requirements.txt tests/fidelity-nodeps.txt | $(PY)
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -r tests/fidelity-requirements.txt
+	$(PY) -m pip install --quiet --no-deps -r tests/fidelity-nodeps.txt
 	touch $(STAMP)
 
 clean:
