@@ -136,3 +136,32 @@ def test_loop_backoff_grows_to_the_cap_resets_after_a_stable_session_and_skips_t
     assert loop._delay_after(SessionEnd("connect_failed")) == 1.0     # token refresh reset the exponent
     loop.auth_failures = 3
     assert loop._delay_after(SessionEnd("auth_failed")) == 120.0      # min(cap, 30 * 2**2)
+
+
+def test_every_provider_id_has_a_registered_adapter_for_that_provider():
+    import dataclasses
+
+    from tickpipe.producers import load
+    from tickpipe.producers.base import FeedAdapter
+    from tickpipe.providers import PROVIDERS
+
+    for provider in PROVIDERS:
+        cls = load(provider)
+        assert issubclass(cls, FeedAdapter) and cls.provider == provider
+        assert cls.settings_class is None or dataclasses.is_dataclass(cls.settings_class)
+    with pytest.raises(ValueError, match="unknown provider"):
+        load("nasdaq")
+
+
+def test_loop_settings_precedence_builtin_then_adapter_then_file_then_environment():
+    from tickpipe.producers.settings import ProducerSettings, loop_settings_for
+
+    class Adapter:
+        loop_defaults = {"stale_after_s": 30.0, "linger_ms": 50}
+
+    plain = loop_settings_for(Adapter, env={})
+    assert (plain.stale_after_s, plain.linger_ms, plain.ping_interval_s) == (30.0, 50, ProducerSettings().ping_interval_s)
+    from_file = loop_settings_for(Adapter, {"producer": {"stale_after_s": 12}}, env={})
+    assert (from_file.stale_after_s, from_file.linger_ms) == (12.0, 50)
+    from_env = loop_settings_for(Adapter, {"producer": {"stale_after_s": 12}}, env={"TICKPIPE_PRODUCER_STALE_AFTER_S": "7"})
+    assert from_env.stale_after_s == 7.0
