@@ -45,6 +45,9 @@ async def test_sigterm_unsubscribes_flushes_everything_accepted_and_exits_0(kafk
             port = child.ready["ops_port"]
             await wait_for(lambda: _get(port, "/readyz")[0] == 200, what="/readyz 200")
             await wait_for(lambda: feed.connections and len(feed.connections[0].sent) > 200, what="frames flowing")
+            produced = 'tickpipe_producer_frames_produced_total{provider="echo"}'
+            await wait_for(lambda: _metric_values(_get(port, "/metrics")[1]).get(produced, 0) > 0, what="a first batch")
+            metrics = _metric_values(_get(port, "/metrics")[1])
             child.signal(signal.SIGTERM)
             code = await asyncio.to_thread(child.process.wait, 30)
         finally:
@@ -60,6 +63,21 @@ async def test_sigterm_unsubscribes_flushes_everything_accepted_and_exits_0(kafk
     assert frames == [f.encode() for f in conn.sent[:len(frames)]]  # verbatim and in order
     assert [r.seq for r in records] == list(range(1, len(records) + 1))
     assert "good-key-123" not in log.read_text()
+    for name in ("frames_received_total", "bytes_received_total", "frames_produced_total", "produce_latency_seconds_count"):
+        assert metrics[f'tickpipe_producer_{name}{{provider="echo"}}'] > 0, name
+    assert metrics['tickpipe_producer_connected{provider="echo"}'] == metrics['tickpipe_producer_ready{provider="echo"}'] == 1
+    assert 0 <= metrics['tickpipe_producer_seconds_since_last_frame{provider="echo"}'] < 5
+    assert 'tickpipe_producer_buffer_fill_ratio{provider="echo"}' in metrics
+    assert metrics.get('tickpipe_producer_frames_dropped_total{provider="echo"}', 0) == 0
+
+
+def _metric_values(text: str) -> dict[str, float]:
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
 
 
 async def test_wrong_key_is_logged_once_retried_slowly_and_never_shown(kafka_settings, tmp_path):
