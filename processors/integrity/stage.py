@@ -48,10 +48,12 @@ class IntegritySettings:
 class Emission:
     records: list[Record] = field(default_factory=list)
     alerts: list[Record] = field(default_factory=list)
+    resyncs: list[dict] = field(default_factory=list)   # control.<provider> requests (see producers/control.py)
 
     def extend(self, other: "Emission") -> None:
         self.records += other.records
         self.alerts += other.alerts
+        self.resyncs += other.resyncs
 
 
 @dataclass(slots=True)
@@ -80,6 +82,7 @@ class ConnectionIntegrity:
         self.last_recv_ns: int | None = None
         self.stale_reported = False
         self.instrument_seen: dict[str, int] = {}
+        self.books: dict[str, str] = {}          # provider symbol -> channel of the books this connection carries
 
     # ----- entry points -----
     def on_raw(self, raw: RawRecord, records: list[Record], conn_counter: int | None) -> Emission:
@@ -126,7 +129,7 @@ class ConnectionIntegrity:
         return {"producer": self.producer.snapshot(), "connection": self.connection.snapshot(_frame_to_json),
                 "records": records, "session": self.session, "session_up": self.session_up,
                 "last_recv_ns": self.last_recv_ns, "stale_reported": self.stale_reported,
-                "instrument_seen": self.instrument_seen}
+                "instrument_seen": self.instrument_seen, "books": self.books}
 
     def restore(self, state: dict[str, Any]) -> "ConnectionIntegrity":
         window = dict(window_items=self.settings.reorder_window_items, window_ns=self.settings.reorder_window_ms * 1_000_000)
@@ -139,6 +142,7 @@ class ConnectionIntegrity:
         self.session, self.session_up = state["session"], state["session_up"]
         self.last_recv_ns, self.stale_reported = state["last_recv_ns"], state["stale_reported"]
         self.instrument_seen = dict(state["instrument_seen"])
+        self.books = dict(state.get("books", {}))
         return self
 
     # ----- sessions -----
@@ -197,6 +201,8 @@ class ConnectionIntegrity:
             return
         if record.get("symbol"):
             self.instrument_seen[record["symbol"]] = record.get("recv_time") or 0
+        if record.kind == "book" and record.get("provider_symbol"):
+            self.books[record["provider_symbol"]] = record.get("channel") or ""
         if record.kind != MARK_KIND:   # an instrument-scope sequence mark is checked, never emitted
             out.records.append(record)
 
@@ -231,6 +237,25 @@ class ConnectionIntegrity:
             checks.append((f"event_time|{record.kind}|{channel}|{symbol}", record["event_time"],
                            MonotonicTracker, _fingerprint(record)))
         return checks
+
+    # ----- book resyncs -----
+    def plan_resyncs(self, out: Emission) -> Emission:
+        """A gap can leave a level-2 book wrong for good (later deltas don't repair it): ask the
+        producer to resubscribe the books it may have hit, so the provider sends a fresh snapshot.
+        A producer or connection gap may have hit any book of the connection; an instrument gap
+        only that instrument's."""
+        wanted: dict[str, str] = {}
+        for alert in out.alerts:
+            if alert["kind"] != "GAP":
+                continue
+            if alert["scope"] in ("producer", "connection"):
+                wanted.update(self.books)
+            elif alert.get("provider_symbol") in self.books:
+                wanted[alert["provider_symbol"]] = self.books[alert["provider_symbol"]]
+        for symbol, channel in sorted(wanted.items()):
+            out.resyncs.append({"action": "resync", "instrument": symbol, "channel": channel or None,
+                                "reason": "sequence gap", "requested_ns": self.last_recv_ns, "conn": self.conn})
+        return out
 
     # ----- staleness -----
     def _staleness(self, out: Emission, now_ns: int) -> None:
@@ -333,16 +358,17 @@ class IntegrityStage:
                 counter = next((r.get("sequence") for r in records
                                 if r.get("sequence_scope") == SCOPE_CONNECTION and r.get("sequence") is not None), None)
         placeholders = [_mark_record(m, raw) for m in marks if getattr(m, "scope", None) == SCOPE_INSTRUMENT]
-        return self.connection(raw.conn).on_raw(raw, list(records) + placeholders if placeholders else records, counter)
+        state = self.connection(raw.conn)
+        return state.plan_resyncs(state.on_raw(raw, list(records) + placeholders if placeholders else records, counter))
 
     def tick(self, now_ns: int) -> Emission:
         out = Emission()
         for state in self.connections.values():
-            out.extend(state.tick(now_ns))
+            out.extend(state.plan_resyncs(state.tick(now_ns)))
         return out
 
     def close(self) -> Emission:
         out = Emission()
         for state in self.connections.values():
-            out.extend(state.close())
+            out.extend(state.plan_resyncs(state.close()))
         return out

@@ -174,3 +174,29 @@ def test_state_survives_a_snapshot_round_trip():
     feed.send(coinbase_frame(2, trade("BTC-USD", 3, 3)), seq=3)   # redelivered frame: duplicate
     assert [r["trade_id"] for r in feed.records] == ["1", "2", "3"]
     assert [a["kind"] for a in feed.alerts] == ["OUT_OF_ORDER", "DUPLICATE"]
+
+
+def test_a_connection_gap_asks_the_producer_to_resubscribe_every_book_it_may_have_hit():
+    stage = IntegrityStage("coinbase", IntegritySettings(reorder_window_items=1, reorder_window_ms=10_000))
+    feed = Feed(stage)
+    feed.start("s1")
+    book = lambda symbol: Record("book", {"provider": "coinbase", "symbol": symbol, "provider_symbol": symbol,
+                                          "channel": "l2_data", "snapshot": True})
+    out = feed.send(coinbase_frame(0, book("BTC-USD"), book("ETH-USD")))
+    assert out.resyncs == []
+    feed.send(coinbase_frame(2, trade("BTC-USD", 1, 2)))
+    out = feed.send(coinbase_frame(3, trade("BTC-USD", 2, 3)))   # frame 1 is gone: a book delta may be lost
+    assert [(r["action"], r["instrument"], r["channel"], r["conn"]) for r in out.resyncs] == [
+        ("resync", "BTC-USD", "l2_data", "c1"), ("resync", "ETH-USD", "l2_data", "c1")]
+
+
+def test_an_instrument_gap_resyncs_only_that_book():
+    stage = IntegrityStage("coinbase-exchange", WIDE)
+    feed = Feed(stage)
+    feed.start("s1")
+    full = lambda symbol, seq: Record("book", {"provider": "x", "symbol": symbol, "provider_symbol": symbol,
+                                               "channel": "full", "sequence": seq, "sequence_scope": "instrument"})
+    feed.send([full("BTC-USD", 10), full("ETH-USD", 50)])
+    feed.send([full("BTC-USD", 12), full("ETH-USD", 51)])
+    out = stage.close()
+    assert [(r["instrument"], r["channel"]) for r in out.resyncs] == [("BTC-USD", "full")]
