@@ -23,7 +23,7 @@ from tickpipe.envelope import KIND_FRAME, KIND_LOSS, RawRecord
 from tickpipe.kafka import KafkaSettings, client_kwargs
 from tickpipe.logs import get_logger
 from tickpipe.producers import metrics
-from tickpipe.producers.buffer import PendingLoss, ProduceBuffer
+from tickpipe.producers.buffer import ProduceBuffer
 from tickpipe.producers.settings import ProducerSettings
 
 log = get_logger("tickpipe.producer.sink")
@@ -234,6 +234,3 @@ class KafkaSink:
         self._m["buffered_frames"].set(b.total_count)
         self._m["buffered_bytes"].set(b.total_bytes)
         self._m["buffer_fill_ratio"].set(min(1.0, b.fill()))
-
-
-__all__ = ["KafkaSink", "PendingLoss"]

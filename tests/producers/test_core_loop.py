@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from tickpipe.envelope import KIND_FRAME, KIND_SESSION_END, KIND_SESSION_START, decode_marker
