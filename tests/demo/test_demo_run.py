@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
+import time
 
 import pytest
 
 from tickpipe.children import tickpipe_command
+from tickpipe.demo.emulated import PLACEHOLDER
 from tickpipe.providers import PROVIDERS
 
 pytestmark = pytest.mark.kafka   # it needs a broker (its own embedded one) and ~40 s
@@ -84,3 +87,28 @@ def test_a_short_demo_run_flows_everywhere_and_finds_every_injected_fault(tmp_pa
     assert tail.returncode == 0 and len(records) == 5, tail.stderr
     assert all(r["type"] == "Trade" and r["provider"] in summary["providers"] and r["price"] for r in records)
     assert any(line.startswith('{"event":"demo_status"') for line in seen["stdout"])   # not a TTY: log lines
+    logs = "".join(path.read_text(errors="replace") for path in run_dir.glob("*.log"))   # every child's log
+    assert "producer stopped" in logs and PLACEHOLDER not in logs + stderr   # the demo credentials never show
+
+
+def test_ctrl_c_stops_every_child_and_still_prints_the_summary(tmp_path):
+    run_dir, summary_file = tmp_path / "run", tmp_path / "summary.json"
+    demo = subprocess.Popen(tickpipe_command("demo", "--providers", "coinbase", "alpaca", "--json", str(summary_file),
+                                             "--run-dir", str(run_dir)),
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in demo.stdout:               # the first status line: everything is up
+            if line.startswith('{"event":"demo_status"'):
+                break
+        time.sleep(3)
+        demo.send_signal(signal.SIGINT)        # what Ctrl-C sends (to the demo only: children have their own group)
+        out, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0
+    summary = json.loads(summary_file.read_text())
+    assert summary["ended_by"] == "interrupted" and "demo summary" in out
+    assert set(summary["exit_codes"].values()) == {0}
+    assert processes_mentioning(str(run_dir), summary["bootstrap_servers"]) == []
+    assert all(p["ticks_total"] > 0 and p["anomalies"]["all_equal"] for p in summary["providers"].values())

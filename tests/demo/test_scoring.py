@@ -86,3 +86,17 @@ def test_compare_flags_every_difference_and_ignores_unscored_kinds():
     assert result["by_kind"]["OUT_OF_ORDER"] == {"injected": 4, "detected": 0, "scored": False, "equal": None}
     assert result["all_equal"] is False
     assert compare(Counter({"GAP": 1}), Counter({"GAP": 1}))["all_equal"] is True
+
+
+def test_an_order_only_channel_hides_its_drops():
+    exchange = SCORING["coinbase-exchange"]
+
+    def line(event: str, kind: str, n: int, fault_name: str | None = None) -> dict:
+        ids = {"kind": kind, "instrument": "BTC-USD", "trade_id": n}
+        return {"event": event, "conn": 1, "fault": fault_name, "ids": [ids]} if fault_name else \
+            {"event": event, "conn": 1, "ids": ids}
+
+    lines = [line("sent", "match", 1), line("sent", "ticker", 1),
+             line("fault", "match", 2, "drop"), line("fault", "ticker", 2, "drop"),
+             line("sent", "match", 3), line("sent", "ticker", 3)]
+    assert visible_faults(lines, exchange)["GAP"] == 1

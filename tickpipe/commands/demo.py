@@ -40,6 +40,9 @@ def run(args, ctx) -> int:
     if args.duration is not None and args.duration <= 0:
         print("tickpipe demo: --duration must be positive", file=sys.stderr)
         return 2
+    if args.json and not Path(args.json).resolve().parent.is_dir():
+        print(f"tickpipe demo: --json {args.json}: no such directory", file=sys.stderr)
+        return 2
     if args.rate <= 0:
         print("tickpipe demo: --rate must be positive", file=sys.stderr)
         return 2
@@ -97,10 +100,14 @@ async def _main(args, kafka, topic_settings, group, providers, skipped, run_dir)
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     if result is None:
-        print("tickpipe demo: stopped before the pipeline was up", file=sys.stderr)
-        return 1
+        print("tickpipe demo: stopped before the pipeline was up; no summary", file=sys.stderr)
+        return 130
     print(summary_text.render(result), flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        try:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        except OSError as exc:
+            print(f"tickpipe demo: cannot write --json {args.json}: {exc}", file=sys.stderr)
+            return 1
     clean = result["ended_by"] in ("duration", "interrupted") and all(c == 0 for c in result["exit_codes"].values())
     return 0 if clean else 1

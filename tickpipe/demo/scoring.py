@@ -8,12 +8,13 @@ which messages are faultable and what their journal ``ids`` hold):
 | coinbase | ``sequence_num`` (connection), starts at 0 | the connection |
 | alpaca | ``trade_id`` (instrument) | instrument |
 | tdameritrade, schwab | ``seq`` (instrument) | service + instrument |
-| coinbase-exchange | ``trade_id`` (instrument); repeats at ``sequence`` | message kind + instrument |
+| coinbase-exchange | ``trade_id`` (instrument); swaps and repeats at ``sequence`` | message kind + instrument |
 
 What a consumer can see of the journal (up to the moment the feeds were frozen):
 
 * drop -> GAP, one missing value, if a later message of the same scope was sent on the same
-  connection, and (unless the counter's start is fixed) an earlier one too;
+  connection, and (unless the counter's start is fixed) an earlier one too, and its counter
+  is checked for gaps (the Exchange ticker's trade ids are checked for order only);
 * reorder -> OUT_OF_ORDER, if both swapped messages have the same scope and the late one
   does not directly follow a drop (it then arrives while the hole before it is still open
   and is released in order when the hole becomes a GAP);
@@ -47,6 +48,7 @@ class ScoringCounter:
     kinds: tuple[str, ...] = KINDS     # the kinds a consumer can detect for this provider
     note: str = ""                     # why some kinds are not scored
     first_check: tuple[tuple[str, str], ...] = ()   # (kind, counter): a check that runs first sees it
+    order_only: frozenset[str] = frozenset()        # journal ids "kind"s checked for order, never for gaps
 
     def counter_for(self, kind: str) -> str:
         return dict(self.first_check).get(kind, self.counter)
@@ -58,9 +60,11 @@ SCORING: dict[str, ScoringCounter] = {
     "tdameritrade": ScoringCounter("seq", "instrument", ("service", "instrument")),
     "schwab": ScoringCounter("seq", "instrument", ("service", "instrument")),
     # ticker and matches records pass the (sparse, order-only) product sequence check before
-    # the trade-id check, and a repeat stops there
+    # the trade-id check: repeats stop there, swaps are reported there first; only trades
+    # (matches) have their ids checked for gaps, a ticker is a level-one record
     "coinbase-exchange": ScoringCounter("trade_id", "instrument", ("kind", "instrument"),
-                                        first_check=(("DUPLICATE", "sequence"),)),
+                                        first_check=(("DUPLICATE", "sequence"), ("OUT_OF_ORDER", "sequence")),
+                                        order_only=frozenset({"ticker"})),
     "financefeast": ScoringCounter("event_time", "instrument", ("instrument",),
                                    kinds=("OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"),
                                    note="no ids in the feed: a dropped price is invisible, so none is injected"),
@@ -100,7 +104,7 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
             last_drop.pop((conn, _scope(line.get("ids"), rule.scope_fields)), None)
         if kind == "drop":
             before, after = around(pos, conn, ids[0])
-            if after and (before or rule.known_start):
+            if after and (before or rule.known_start) and ids[0].get("kind") not in rule.order_only:
                 out["GAP"] += 1
             last_drop[(conn, _scope(ids[0], rule.scope_fields))] = pos
         elif kind == "reorder" and len(ids) == 2:

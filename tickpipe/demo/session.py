@@ -1,12 +1,17 @@
 """One demo run, start to summary.
 
-Start: broker, topics, emulators (then their producers) and the processor; then observe
-every second until ``--duration`` or a signal. Stop, in the order that keeps the final
-numbers honest: freeze the feeds (SIGSTOP: the journals then hold everything that was
-sent), let the processor drain (lag 0, reorder windows expired), stop the producers (they
-flush and write their session-end markers), drain again, stop the processor and the
-emulators, read the journals, score, and stop the broker. Every child is reaped on every
-path, Ctrl-C included.
+Start: topics, the emulators and the processor (until it has its partitions), then the
+producers; observe every second until ``--duration`` or a signal. Stop in the order that
+keeps the final numbers honest:
+
+1. freeze the feeds (SIGSTOP): every journal line written so far was sent, and is received;
+2. drain: the processor's lag reaches 0 and its reorder windows expire (so each hole is a GAP);
+3. stop the emulators (SIGCONT + SIGTERM): the feeds end with a close the producers see at
+   once; frames sent after the freeze are received after this moment, so the scoring
+   compares the journals up to the freeze with what was detected in frames received before it;
+4. stop the producers (they flush), drain again, stop the processor; the broker last.
+
+Every child is reaped on every path, Ctrl-C included.
 """
 
 from __future__ import annotations
@@ -123,7 +128,7 @@ class DemoSession:
             except asyncio.TimeoutError:
                 pass
 
-    async def _refresh(self, force: bool = False) -> None:
+    async def _refresh(self) -> None:
         ports = self.cast.ops_ports()
         scrapes = await asyncio.gather(*(scrape(self.http, ports[f"produce-{s.provider}"])
                                          if f"produce-{s.provider}" in ports else _none() for s in self.states))
@@ -131,7 +136,7 @@ class DemoSession:
             state.take(samples)
             state.journal.read()
         self.lag = await self.group_lag.lag()
-        self.o.screen.show(self._snapshot(), force=force)
+        self.o.screen.show(self._snapshot())
 
     def _snapshot(self) -> Snapshot:
         now = time.monotonic()
@@ -141,7 +146,7 @@ class DemoSession:
                         sum(seen.dead_letters.values()), len(seen.alerts), self.o.skipped)
 
     async def _wind_down(self) -> None:
-        self.stopping_at = time.monotonic()
+        self.stopping_at = self._last_mark = time.monotonic()
         self.phase = "stopping: feeds frozen, draining"
         self.cast.freeze_feeds()
         await asyncio.sleep(0.05)
@@ -168,31 +173,31 @@ class DemoSession:
     def _mark(self, step: str) -> None:
         """Note how long a shutdown step took (``timing_s.stop_steps`` of the summary)."""
         now = time.monotonic()
-        self.steps[step] = round(now - self._last_mark, 1) if hasattr(self, "_last_mark") else round(now - self.stopping_at, 1)
-        self._last_mark = now
+        self.steps[step], self._last_mark = round(now - self._last_mark, 1), now
 
     async def _drain(self, settle: float, limit: float) -> None:
         """Wait at least ``settle`` seconds and until the processor's lag is 0 (at most ``limit``)."""
         began = time.monotonic()
         while time.monotonic() - began < limit:
-            self.lag = await self.group_lag.lag()
+            await self._refresh()                # the view goes on, and the lag is fresh
             if self.lag == 0 and time.monotonic() - began >= settle:
                 return
-            await asyncio.sleep(0.25)
+            await asyncio.sleep(0.5)
         log.warning("processor did not drain in time", lag=self.lag, limit_s=limit)
 
     def _summary(self, ended_by: str) -> dict:
         from tickpipe.demo import summary
 
-        now_ns = time.time_ns()
-        result = summary.build(self.states, self.observer.seen, self.cutoff_ns or now_ns, self.thaw_ns or now_ns,
-                               seconds=(self.stopping_at or time.monotonic()) - self.started, bootstrap=self.kafka.bootstrap_servers,
-                               run_dir=str(self.o.run_dir), skipped=self.o.skipped, exit_codes=self.o.exit_codes)
-        now = time.monotonic()
+        now, now_ns = time.monotonic(), time.time_ns()
         stopping_at = self.stopping_at or now
-        result["ended_by"] = ended_by
-        result["timing_s"] = {"starting": round(self.started - self.began, 1),
-                              "streaming": round(stopping_at - self.started, 1), "stopping": round(now - stopping_at, 1), "stop_steps": self.steps}
+        window = {"journal_cutoff_ns": self.cutoff_ns or now_ns, "detected_before_ns": self.thaw_ns or now_ns}
+        result = summary.build(self.states, self.observer.seen, window["journal_cutoff_ns"],
+                               window["detected_before_ns"], seconds=stopping_at - self.started,
+                               bootstrap=self.kafka.bootstrap_servers, run_dir=str(self.o.run_dir),
+                               skipped=self.o.skipped, exit_codes=self.o.exit_codes)
+        result.update(ended_by=ended_by, scoring_window=window, timing_s={
+            "starting": round(self.started - self.began, 1), "streaming": round(stopping_at - self.started, 1),
+            "stopping": round(now - stopping_at, 1), "stop_steps": self.steps})
         with open(self.o.run_dir / "alerts.jsonl", "w") as fh:   # every alert seen, for a closer look
             fh.writelines(json.dumps(a) + "\n" for a in self.observer.seen.alerts)
         return result

@@ -90,10 +90,10 @@ class Screen:
         self.out, self.tty, self.log_every = out, tty, log_every
         self._last_log: float | None = None
 
-    def show(self, s: Snapshot, force: bool = False) -> None:
+    def show(self, s: Snapshot) -> None:
         if self.tty:
             self.out.write(CLEAR + render_table(s) + "\n")
-        elif force or self._last_log is None or s.elapsed_s - self._last_log >= self.log_every:
+        elif self._last_log is None or s.elapsed_s - self._last_log >= self.log_every:
             self._last_log = s.elapsed_s
             self.out.write(log_line(s) + "\n")
         self.out.flush()
