@@ -22,6 +22,7 @@ from tickpipe.kafka import KafkaSettings, faust_broker_options
 from tickpipe.logs import get_logger
 from tickpipe.processors.batch import BatchProcessor, event_messages
 from tickpipe.processors.normalizers import load_normalizer
+from tickpipe.processors.normalizers.state import NormalizerState
 from tickpipe.processors.pipeline import Pipeline
 from tickpipe.topics import TopicSettings, raw_topic
 
@@ -61,7 +62,8 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
 
     ``checks_factory(provider, store) -> list[FrameCheck]`` plugs in the integrity stage;
     ``store`` is the provider's Faust table (changelog-backed, keyed like the raw topic by
-    connection id, so it is co-partitioned with it) where checks keep their state.
+    connection id, so it is co-partitioned with it) where checks keep their state. The
+    normalizer's state (``Frame.recall``/``remember``) has a table of its own.
     """
     import faust
 
@@ -89,8 +91,10 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
     overrides = settings.normalizer_overrides()
     app.tickpipe_processors = {}
     for provider in providers:
-        checks = checks_factory(provider, _state_table(app, provider, topic_settings)) if checks_factory else ()
-        pipeline = Pipeline(provider, load_normalizer(provider, overrides), encoder, checks=checks)
+        checks = checks_factory(provider, _state_table(app, state_table_name(provider), topic_settings)) \
+            if checks_factory else ()
+        state = NormalizerState(_state_table(app, normalizer_table_name(provider), topic_settings))
+        pipeline = Pipeline(provider, load_normalizer(provider, overrides), encoder, state=state, checks=checks)
         processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix)
         app.tickpipe_processors[provider] = processor
         topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",
@@ -101,6 +105,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
 
     async def forget_moved_state(*_args, **_kwargs) -> None:
         for processor in app.tickpipe_processors.values():
+            processor.pipeline.state.forget()
             for check in processor.pipeline.checks:
                 getattr(check, "forget", lambda: None)()
 
@@ -112,18 +117,22 @@ def state_table_name(provider: str) -> str:
     return f"integrity-{provider}"
 
 
+def normalizer_table_name(provider: str) -> str:
+    return f"normalizer-{provider}"
+
+
 def changelog_topics(settings: ProcessorSettings, providers: list[str], topic_settings: TopicSettings,
                      prefix: str = "") -> list:
     """The changelog topics of the state tables (Faust declares nothing here: we create them)."""
     from tickpipe.topics import TopicSpec
 
-    return [TopicSpec(f"{settings.app_id}-{state_table_name(p)}-changelog", topic_settings.raw_partitions,
-                      topic_settings.raw_retention_ms, cleanup_policy="compact", purpose=f"integrity state of {p}")
-            for p in providers]
+    return [TopicSpec(f"{settings.app_id}-{table(p)}-changelog", topic_settings.raw_partitions,
+                      topic_settings.raw_retention_ms, cleanup_policy="compact", purpose=f"{what} state of {p}")
+            for p in providers for table, what in ((state_table_name, "integrity"), (normalizer_table_name, "normalizer"))]
 
 
-def _state_table(app, provider: str, topic_settings: TopicSettings):
-    return app.Table(state_table_name(provider), partitions=topic_settings.raw_partitions, use_partitioner=True,
+def _state_table(app, name: str, topic_settings: TopicSettings):
+    return app.Table(name, partitions=topic_settings.raw_partitions, use_partitioner=True,
                      key_type=bytes, value_type=bytes, default=None)  # bytes: the "raw" codec
 
 

@@ -77,17 +77,19 @@ class BatchProcessor:
                 outputs.append((topics[out.kind], out))
         self._batch_gauge.set(count)
         await self._deliver_all(outputs)
-        self._commit_checks()
+        self._commit_state()
         return count
 
     async def tick(self) -> None:
         """Deliver what the pipeline's checks release as time passes (held records, STALE)."""
         result = self.pipeline.tick(time.time_ns())
         await self._deliver_all([(self.topics[out.kind], out) for out in result.outputs])
-        self._commit_checks()
+        self._commit_state()
 
-    def _commit_checks(self) -> None:
-        """Checks save their state only once the outputs it vouches for are delivered."""
+    def _commit_state(self) -> None:
+        """The normalizer and the checks save their state only once the outputs it vouches for
+        are delivered."""
+        self.pipeline.state.commit()
         for check in self.pipeline.checks:
             commit = getattr(check, "commit", None)
             if commit is not None:

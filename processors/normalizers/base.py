@@ -38,7 +38,8 @@ raw frame (never for session markers) and must:
 6. state across frames (TD/Schwab sparse level-one deltas): ``frame.recall(key)`` returns
    what ``frame.remember(key, value)`` stored for the same connection and session (values
    must be JSON-able: dicts of str -> str/int/float/bool/None). A new session starts
-   empty; the Faust app can back this with a table (:class:`NormalizerState`);
+   empty; the Faust app keeps it in a changelog-backed table, so it survives restarts
+   and rebalances (:mod:`~tickpipe.processors.normalizers.state`);
 7. stay pure otherwise: no I/O, no clocks (use ``frame.recv_ns`` if you need "now"), no
    globals that change. Trades listed newest first inside one frame: emit them oldest
    first (sort by event time / trade id) so ``frame_index`` follows event order.
@@ -95,6 +96,7 @@ from typing import Any, Callable
 from tickpipe.envelope import RawRecord
 from tickpipe.processors.normalizers.convert import normalize_symbol
 from tickpipe.processors.normalizers.errors import PARSE, NormalizeError
+from tickpipe.processors.normalizers.state import NormalizerState
 from tickpipe.processors.records import SCOPE_CONNECTION, Record
 
 
@@ -110,30 +112,6 @@ class SequenceMark:
     key: str
     value: int
     channel: str | None = None
-
-
-class NormalizerState:
-    """Memory normalizers keep across frames, per (connection, session, key).
-
-    The default keeps it in a dict; the Faust app may pass a subclass backed by a table.
-    """
-
-    def __init__(self) -> None:
-        self._data: dict[tuple[str, str, str], Any] = {}
-
-    def get(self, conn: str, session: str, key: str) -> Any:
-        return self._data.get((conn, session, key))
-
-    def put(self, conn: str, session: str, key: str, value: Any) -> None:
-        self._data[(conn, session, key)] = value
-
-    def drop_connection(self, conn: str) -> None:
-        """Forget a connection (called on its session markers: the next session starts anew)."""
-        for k in [k for k in self._data if k[0] == conn]:
-            del self._data[k]
-
-    def __len__(self) -> int:
-        return len(self._data)
 
 
 def _exact_float(literal: str) -> str:

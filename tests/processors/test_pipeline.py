@@ -191,3 +191,21 @@ def test_a_failing_check_is_counted_and_the_records_still_go_out():
     result = Pipeline("financefeast", normalize, checks=[Broken()]).handle_raw(raw(PRICE))
     assert [o.kind for o in result.outputs] == ["trade"]
     assert REGISTRY.get_sample_value("tickpipe_processor_check_errors_total", {"provider": "financefeast"}) == before + 1
+
+
+def test_normalizer_state_saves_on_commit_and_restores_per_session():
+    from tickpipe.processors.normalizers.state import NormalizerState
+
+    store: dict[bytes, bytes] = {}  # the Faust app passes its table; a dict is the same mapping
+    first = Pipeline("schwab", normalize_merging, state=NormalizerState(store))
+    first.handle_raw(raw(b'{"key":"MSFT","1":417.01,"2":417.08}', provider="schwab"))
+    assert store == {}  # nothing saved before the batch is delivered
+    first.state.commit()
+    second = Pipeline("schwab", normalize_merging, state=NormalizerState(store))  # a restarted worker
+    [rec] = second.handle_raw(raw(b'{"key":"MSFT","2":417.1}', seq=2, provider="schwab")).records
+    assert (rec["bid_price"], rec["ask_price"]) == ("417.01", "417.1")
+    [rec] = second.handle_raw(raw(b'{"key":"MSFT","2":1}', seq=3, provider="schwab", session="s2")).records
+    assert rec["bid_price"] is None  # another session of the connection starts empty
+    second.handle_raw(raw(b"{}", seq=4, kind=KIND_SESSION_START, provider="schwab", session="s3"))
+    second.state.commit()
+    assert store == {}  # a session marker clears the connection's saved state

@@ -25,12 +25,13 @@ REPO = Path(__file__).resolve().parents[2]
 PRICE = '{"type":"price","data":{"date":"2021-09-29T09:35:5%d","price":%s,"volume":%s,"symbol":"%s"}}'
 
 
-def process_child(kafka_settings, tmp_path, name: str, providers=("financefeast",)) -> Child:
+def process_child(kafka_settings, tmp_path, name: str, providers=("financefeast",),
+                  normalizers: str = "financefeast=tests.processors.example_normalizer:normalize") -> Child:
     env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
            "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
            "TICKPIPE_PROCESSOR_APP_ID": f"proc-{kafka_settings.topic_prefix}",
            "TICKPIPE_PROCESSOR_SESSION_TIMEOUT_S": "6", "TICKPIPE_PROCESSOR_HEARTBEAT_INTERVAL_S": "1",
-           "TICKPIPE_PROCESSOR_NORMALIZERS": "financefeast=tests.processors.example_normalizer:normalize",
+           "TICKPIPE_PROCESSOR_NORMALIZERS": normalizers,
            "TICKPIPE_TOPICS_RAW_PARTITIONS": "2", "TICKPIPE_TOPICS_TICK_PARTITIONS": "2",
            "TICKPIPE_OPS_PORT": "0", "PYTHONPATH": str(REPO)}
     return Child(tickpipe_command("process", "--providers", *providers), name,
@@ -140,3 +141,23 @@ def test_with_a_registry_schemas_are_registered_at_start_and_ticks_use_the_confl
         assert value[0] == 0 and int.from_bytes(value[1:5], "big") == registry.subjects[f"{prefix}ticks.trade-value"][0]
         record = asyncio.run(decode(value))
     assert (record.name, record["price"], record["size"]) == ("Trade", "2.50", "3")
+
+
+def test_normalizer_state_survives_a_restart(kafka_settings, tmp_path):
+    """Sparse level-one deltas keep merging across processes: the state lives in a Faust table."""
+    prefix = kafka_settings.topic_prefix
+    merging = "schwab=tests.processors.example_normalizer:normalize_merging"
+
+    def delta(seq: int, payload: str) -> tuple[bytes, bytes, list]:
+        raw = RawRecord("schwab", "schwab-0", "s1", seq, 1_000 + seq, payload.encode())
+        return raw.key, raw.payload, raw.headers()
+
+    with process_child(kafka_settings, tmp_path, "state-1", providers=("schwab",), normalizers=merging):
+        asyncio.run(produce(kafka_settings, raw_topic("schwab", prefix), [delta(1, '{"key":"MSFT","1":417.01,"2":417.08}')]))
+        assert len(asyncio.run(consume(kafka_settings, [tick_topic("level1", prefix)], want=1))) == 1
+    with process_child(kafka_settings, tmp_path, "state-2", providers=("schwab",), normalizers=merging):
+        asyncio.run(produce(kafka_settings, raw_topic("schwab", prefix), [delta(2, '{"key":"MSFT","2":417.10}')]))
+        got = asyncio.run(consume(kafka_settings, [tick_topic("level1", prefix)], want=2))
+    images = sorted((r for _, _, r, _ in got), key=lambda r: r["frame_seq"])
+    assert [(r["frame_seq"], r["bid_price"], r["ask_price"]) for r in images] == [(1, "417.01", "417.08"),
+                                                                               (2, "417.01", "417.10")]
