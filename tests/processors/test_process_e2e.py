@@ -161,3 +161,15 @@ def test_normalizer_state_survives_a_restart(kafka_settings, tmp_path):
     images = sorted((r for _, _, r, _ in got), key=lambda r: r["frame_seq"])
     assert [(r["frame_seq"], r["bid_price"], r["ask_price"]) for r in images] == [(1, "417.01", "417.08"),
                                                                                (2, "417.01", "417.10")]
+
+
+def test_an_unreachable_registry_is_a_clear_start_up_error(kafka_settings, tmp_path):
+    import subprocess
+
+    from tickpipe.broker import free_port
+
+    child = process_child(kafka_settings, tmp_path, "process-no-registry")
+    env = {**child.env, "TICKPIPE_AVRO_REGISTRY_URL": f"http://127.0.0.1:{free_port()}"}
+    done = subprocess.run(child.cmd, env=env, capture_output=True, timeout=60)
+    assert done.returncode == 1
+    assert b"tickpipe process: schema registry:" in done.stderr and b"cannot reach the registry" in done.stderr

@@ -48,8 +48,14 @@ def run(args, ctx) -> int:
         print(f"tickpipe process: {exc}", file=sys.stderr)
         return 2
     _quiet_faust(ops.log_level)
-    return run_service(lambda stop: _main(stop, kafka, topics, processor, avro, ops, providers, integrity),
-                       grace_s=ops.shutdown_grace_s)
+    from tickpipe.schema_registry import RegistryError
+
+    try:
+        return run_service(lambda stop: _main(stop, kafka, topics, processor, avro, ops, providers, integrity),
+                           grace_s=ops.shutdown_grace_s)
+    except RegistryError as exc:
+        print(f"tickpipe process: schema registry: {exc}", file=sys.stderr)
+        return 1
 
 
 def _quiet_faust(level: str) -> None:

@@ -52,8 +52,8 @@ async def _tail(kafka, avro, topic: str, from_beginning: bool, limit: int | None
         registry = None
         if avro.registry_url and not raw:
             registry = await stack.enter_async_context(SchemaRegistry.from_settings(avro))
-        await start_client(consumer, kafka)
         stack.push_async_callback(consumer.stop)
+        await start_client(consumer, kafka)
         partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
         if not partitions:
             print(f"tickpipe tail: topic {topic} does not exist", file=sys.stderr)
