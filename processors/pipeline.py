@@ -83,6 +83,7 @@ class Pipeline:
         self.checks = list(checks)
         self.metrics = ProviderMetrics(provider)
         self._log_gate = LogGate(per_second=5)
+        self._bug_log_gate = LogGate(per_second=1)  # tracebacks of normalizer bugs
 
     @classmethod
     def for_provider(cls, provider: str, overrides: dict[str, str] | None = None, **kwargs) -> "Pipeline":
@@ -92,8 +93,9 @@ class Pipeline:
         """One consumed raw record, as Kafka gives it."""
         try:
             raw = RawRecord.from_kafka(key, value, headers)
-        except ValueError as exc:
-            return self._dead(None, ENVELOPE, str(exc), key, value, headers, source)
+        except Exception as exc:  # any header that does not decode is an envelope problem
+            reason = str(exc) if isinstance(exc, ValueError) else f"bad envelope headers: {type(exc).__name__}"
+            return self._dead(None, ENVELOPE, reason, key, value, headers, source)
         if raw.provider != self.provider:
             return self._dead(None, ENVELOPE, f"tp-provider is {raw.provider!r} on the {self.provider} topic",
                               key, value, headers, source)
@@ -112,7 +114,8 @@ class Pipeline:
         except MALFORMED as exc:
             return self._dead(raw, VALIDATION, _describe(exc), key, None, headers, source)
         except Exception as exc:  # a normalizer bug must not stop the stream
-            log.exception("normalizer failed", provider=self.provider, conn=raw.conn, frame_seq=raw.seq)
+            if self._bug_log_gate.allow():
+                log.exception("normalizer failed", provider=self.provider, conn=raw.conn, frame_seq=raw.seq)
             return self._dead(raw, INTERNAL, _describe(exc), key, None, headers, source)
         for reason in frame.ignored:
             self.metrics.ignored(reason).inc()

@@ -209,3 +209,10 @@ def test_normalizer_state_saves_on_commit_and_restores_per_session():
     second.handle_raw(raw(b"{}", seq=4, kind=KIND_SESSION_START, provider="schwab", session="s3"))
     second.state.commit()
     assert store == {}  # a session marker clears the connection's saved state
+
+
+def test_headers_that_do_not_decode_are_an_envelope_dead_letter():
+    record = raw(PRICE)
+    headers = [(k, 5 if k == "tp-conn" else v) for k, v in record.headers()]  # not bytes at all
+    result = Pipeline("financefeast", normalize).handle(record.key, record.payload, headers)
+    assert result.dead_letter["error_kind"] == "envelope" and result.dead_letter["payload"] == PRICE
