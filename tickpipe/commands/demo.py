@@ -109,5 +109,6 @@ async def _main(args, kafka, topic_settings, group, providers, skipped, run_dir)
         except OSError as exc:
             print(f"tickpipe demo: cannot write --json {args.json}: {exc}", file=sys.stderr)
             return 1
-    clean = result["ended_by"] in ("duration", "interrupted") and all(c == 0 for c in result["exit_codes"].values())
+    clean = (result["ended_by"] in ("duration", "interrupted") and not result["totals"]["without_data"]
+             and all(c == 0 for c in result["exit_codes"].values()))
     return 0 if clean else 1

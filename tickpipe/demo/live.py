@@ -21,6 +21,7 @@ class ProviderState:
     journal: JournalTail
     frames: float = 0.0
     reconnects: float = 0.0
+    feed_ended: bool = False            # the emulator is gone: reconnect attempts from now on are ours
     connected: float | None = None
     ready: float | None = None
     frame_rate: Rate = field(default_factory=Rate)
@@ -36,7 +37,9 @@ class ProviderState:
             self.connected = self.ready = None
             return
         self.frames = samples.total(P + "frames_received_total")
-        self.reconnects = sum(v for r, v in samples.by_label(P + "reconnects_total", "reason").items() if r != "shutdown")
+        if not self.feed_ended:
+            self.reconnects = sum(v for r, v in samples.by_label(P + "reconnects_total", "reason").items()
+                                  if r != "shutdown")
         self.connected = samples.total(P + "connected")
         self.ready = samples.total(P + "ready")
 

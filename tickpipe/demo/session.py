@@ -154,6 +154,9 @@ class DemoSession:
         await self._drain(settle=SETTLE_S, limit=20.0)
         self._mark("drain")
         self.phase = "stopping: feeds"
+        await self._refresh()
+        for state in self.states:
+            state.feed_ended = True              # reconnects from here on are the end of the feed
         self.thaw_ns = time.time_ns()            # frames received from here on were sent after the freeze
         self.o.exit_codes.update({f"emulate-{p}": c for p, c in (await self.cast.stop_emulators()).items()})
         await self._refresh()                    # the producers' final counters (the feeds have ended)

@@ -51,6 +51,7 @@ def build(states: list[ProviderState], seen: CleanTopics, cutoff_ns: int, thaw_n
               "reconnects": sum(p["reconnects"] for p in providers.values()),
               "injected": _scored_total(providers, "injected"), "detected": _scored_total(providers, "detected"),
               "all_equal": all(p["anomalies"].get("all_equal", True) for p in providers.values()),
+              "without_data": [name for name, p in providers.items() if not p["frames"] or not p["ticks_total"]],
               "undecodable_records": seen.undecodable}
     return {"seconds": round(seconds, 1), "bootstrap_servers": bootstrap, "run_dir": run_dir,
             "providers": providers, "skipped": skipped, "totals": totals, "exit_codes": exit_codes}
@@ -78,6 +79,8 @@ def render(summary: dict) -> str:
                + "  ".join(f"{str(t['injected'][k]) + '/' + str(t['detected'][k]):>12}" for k in KINDS))
     out.append("detected equals injected for every scored provider and kind" if t["all_equal"]
                else "MISMATCH: detected differs from injected (see the table: injected/detected)")
+    for name in t["without_data"]:
+        out.append(f"NO DATA from {name}: see {name}'s logs in {summary['run_dir']}")
     for name, p in summary["providers"].items():
         if p["anomalies"].get("note"):
             out.append(f"{name}: {p['anomalies']['note']} (-: not scored)")
