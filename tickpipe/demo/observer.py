@@ -72,7 +72,12 @@ class Observer:
 
         reader = AvroReader()
         while not stop.is_set():
-            batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            try:
+                batches = await self.consumer.getmany(timeout_ms=200, max_records=2000)
+            except Exception as exc:  # noqa: BLE001 - a broker hiccup must not end the view
+                log.warning("reading the clean topics failed; retrying", error=str(exc))
+                await asyncio.sleep(0.5)
+                continue
             now_ns = time.time_ns()
             for msg in (m for batch in batches.values() for m in batch):
                 try:
