@@ -28,6 +28,8 @@ class ProducerSettings:
     unsubscribe_timeout_s: float = setting(3.0, minimum=0, help="time allowed to unsubscribe on shutdown")
     resume_seq: bool = setting(True, help="continue tp-seq after the last record of this connection id in Kafka")
     resume_timeout_s: float = setting(15.0, minimum=0.1, help="time allowed to find that last tp-seq at startup")
+    ws_max_queue: int = setting(1024, minimum=1, help="frames the websocket library may hold unread; it keeps reading "
+                                                       "(and answering pings) during a read pause until then")
     max_frame_bytes: int = setting(16 * 1024 * 1024, minimum=1024, help="largest frame accepted from the feed")
     # --- Kafka sink ---
     buffer_max_frames: int = setting(100_000, minimum=1, help="bound of the produce buffer, in records")

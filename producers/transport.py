@@ -1,6 +1,8 @@
 """The websocket transport (``websockets`` asyncio client) behind :class:`~tickpipe.producers.base.Transport`.
 
-WebSocket ping/pong is done by the library (``producer.ping_interval_s``/``ping_timeout_s``);
+WebSocket ping/pong is done by the library (``producer.ping_interval_s``/``ping_timeout_s``),
+which keeps reading, and so answering the server's pings, while the loop pauses for
+back-pressure, until ``producer.ws_max_queue`` frames wait unread; then TCP pushes back.
 permessage-deflate is negotiated when the server offers it. An HTTP 401/403 on the upgrade
 is an :class:`AuthError` (permanent); any other refusal is a transient :class:`FeedError`.
 :class:`QueueTransport` fits clients that call back per event (socket.io) into the same loop.
@@ -55,7 +57,7 @@ async def open_websocket(url: str, loop_settings: Any, *, headers: Mapping[str, 
     options: dict[str, Any] = dict(
         additional_headers=dict(headers or {}), subprotocols=subprotocols, open_timeout=loop_settings.connect_timeout_s,
         ping_interval=ping, ping_timeout=loop_settings.ping_timeout_s if ping else None,
-        max_size=loop_settings.max_frame_bytes, max_queue=64, close_timeout=3, proxy=None)
+        max_size=loop_settings.max_frame_bytes, max_queue=loop_settings.ws_max_queue, close_timeout=3, proxy=None)
     options.update(kwargs)
     try:
         ws = await connect(url, **options)

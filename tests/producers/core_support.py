@@ -76,8 +76,9 @@ class FeedServer:
     """Speaks the echo protocol: auth, subscribe/unsubscribe, then ``rate`` trades/s per symbol."""
 
     def __init__(self, key: str = "good-key-123", rate: float = 50.0, binary_every: int = 0,
-                 echo_bad_key: bool = False) -> None:
+                 echo_bad_key: bool = False, ping_interval: float | None = 20, ping_timeout: float | None = 20) -> None:
         self.key, self.rate, self.binary_every, self.echo_bad_key = key, rate, binary_every, echo_bad_key
+        self.pings = dict(ping_interval=ping_interval, ping_timeout=ping_timeout)
         self.connections: list[FeedConnection] = []
         self.streaming = asyncio.Event()
         self.streaming.set()
@@ -90,7 +91,7 @@ class FeedServer:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     async def __aenter__(self) -> "FeedServer":
-        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._upgrade)
+        self._server = await serve(self._handle, "127.0.0.1", 0, process_request=self._upgrade, **self.pings)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
