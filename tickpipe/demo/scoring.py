@@ -15,9 +15,8 @@ What a consumer can see of the journal (up to the moment the feeds were frozen):
 * drop -> GAP, one missing value, if a later message of the same scope was sent on the same
   connection, and (unless the counter's start is fixed) an earlier one too, and its counter
   is checked for gaps (the Exchange ticker's trade ids are checked for order only);
-* reorder -> OUT_OF_ORDER, if both swapped messages have the same scope and the late one
-  does not directly follow a drop (it then arrives while the hole before it is still open
-  and is released in order when the hole becomes a GAP);
+* reorder -> OUT_OF_ORDER, if both swapped messages have the same scope (also right after a
+  drop: the trackers remember which held value overtook which);
 * duplicate -> DUPLICATE, always; malformed -> one dead letter, always;
 * disconnect -> RESET, if the emulator later sent data on a new connection.
 
@@ -96,20 +95,16 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
         positions = sent.get((conn, _scope(ids, rule.scope_fields)), [])
         return any(p < pos for p in positions), any(p > pos for p in positions)
 
-    out, last_drop, disconnected = Counter(), {}, set()
+    out, disconnected = Counter(), set()
     for pos, line in enumerate(lines):
         kind, conn = fault_kind(line), line.get("conn")
         ids = line.get("ids") or [{}]
-        if line.get("event") == "sent":
-            last_drop.pop((conn, _scope(line.get("ids"), rule.scope_fields)), None)
         if kind == "drop":
             before, after = around(pos, conn, ids[0])
             if after and (before or rule.known_start) and ids[0].get("kind") not in rule.order_only:
                 out["GAP"] += 1
-            last_drop[(conn, _scope(ids[0], rule.scope_fields))] = pos
         elif kind == "reorder" and len(ids) == 2:
-            same = _scope(ids[0], rule.scope_fields) == _scope(ids[1], rule.scope_fields)
-            if same and (conn, _scope(ids[0], rule.scope_fields)) not in last_drop:
+            if _scope(ids[0], rule.scope_fields) == _scope(ids[1], rule.scope_fields):
                 out["OUT_OF_ORDER"] += 1
         elif kind == "duplicate":
             out["DUPLICATE"] += 1
