@@ -6,8 +6,9 @@ Protocol: ``../shared/protocols/marketprophit.md``. We imitate Generation A (Jun
    (claims ``email``, ``api``, entitlements, ``iat``/``exp``, ``jti``; the emulator remembers
    each token's issue time and rejects it ``token_lifetime_s`` later; default 5 h).
 2. socket.io at ``/socket.io/`` with ``?token=<JWT>``; a bad, expired or missing token is
-   refused at the handshake (HTTP 401 + ``connect_error``, socketio-jwt style
-   ``{"message": "jwt expired", "code": "invalid_token", "type": "UnauthorizedError"}``).
+   refused at the handshake as socket.io 1.x middleware did: the ERROR packet
+   ``44{"message":"jwt expired","code":"invalid_token","type":"UnauthorizedError"}`` (socketio-jwt
+   style; the client's ``error``/``connect_error`` event), then a close; or HTTP 401 (setting).
 3. ``subscribe`` / ``unsubscribe`` with ``{path, method, params}`` (``/real-time/...``, GET,
    ``params.ticker``) and an ack ``[null]`` or ``["<error text>"]``; a failed request also
    gets an ``err`` event, as does an unknown event.
@@ -53,7 +54,7 @@ from aiohttp import web
 from tickpipe.config import Secret, setting
 from tickpipe.emulators.base import Emulator, PeriodicFault, paced
 from tickpipe.emulators.marketprophit_data import ENDPOINTS, GEN_B_ENDPOINTS, SentimentStream, iso_ms, sequenced
-from tickpipe.emulators.marketprophit_sio import ForgivingServer, Py311Manager, install_tracked_websocket
+from tickpipe.emulators.marketprophit_sio import ProphitServer, Py311Manager, install_tracked_websocket
 from tickpipe.emulators.marketprophit_requests import ALL, ProphitNamespace, Subscription
 
 KEY_SHAPE = re.compile(r"^sk_(live|test)_[A-Za-z0-9]{24}$")
@@ -74,6 +75,8 @@ class MarketProphitSettings:
                              help="res payload: the REST body array, or {path, method, params, timestamp, results} (unconfirmed)")
     streaming_paths: tuple[str, ...] = setting(tuple(ENDPOINTS) + tuple(GEN_B_ENDPOINTS),
                                                help="entitled paths, Gen A and Gen B (others: 'Restricted endpoint')")
+    refuse_with_http: bool = setting(False, help="refuse a bad token with HTTP 401 on the handshake (python-socketio "
+                                                 "style) instead of socket.io 1.x's ERROR packet (unconfirmed)")
     token_has_exp: bool = setting(True, help="put iat/exp claims in the JWT (June 2014 did; the Jul-Sep 2014 tokens "
                                                 "had neither, so only the server knew the expiry)")
     ts_skew_s: float = setting(0.0, help="added to every record's ts (the Sep-2014 examples show +14400; unconfirmed)")
@@ -111,7 +114,7 @@ class MarketProphitEmulator(Emulator):
         self.streams: dict[tuple[str, str], SentimentStream] = {}
         self.sockets: dict[str, tuple[web.WebSocketResponse, web.Request]] = {}
         self.auth_attempts = 0
-        self.sio = ForgivingServer(async_mode="aiohttp", client_manager=Py311Manager(), logger=False,
+        self.sio = ProphitServer(self.check_handshake, self.settings.refuse_with_http, async_mode="aiohttp", client_manager=Py311Manager(), logger=False,
                                    engineio_logger=False, cors_allowed_origins="*",
                                    ping_interval=self.settings.ping_interval_s,
                                    ping_timeout=self.settings.ping_timeout_s,
@@ -164,6 +167,12 @@ class MarketProphitEmulator(Emulator):
         response = web.json_response({"token": token}, headers=CORS)
         response.set_cookie("igloo", "s%3A" + secrets.token_urlsafe(16))
         return response
+
+    async def check_handshake(self, environ: dict) -> tuple[dict | None, float]:
+        await self.slow()
+        problem, expires_at = self.token_problem(environ)
+        self.journal.write("auth", None, endpoint="/socket.io/", ok=problem is None, error=problem)
+        return problem, expires_at
 
     def token_problem(self, environ: dict) -> tuple[dict | None, float]:
         """(socketio-jwt style error or None, expiry time) for a handshake's ``?token=``."""

@@ -9,15 +9,19 @@ that speaks it. Those releases predate Python 3.11, so:
 * :class:`TrackedWebSocket` -- the aiohttp websocket driver, remembering each Engine.IO
   session's aiohttp socket so the emulator can end it abruptly (a close code, or a TCP
   abort with no close frame) and cap client message size.
-* :class:`ForgivingServer` -- a socket.io packet that does not decode (``42not json``,
-  ``49[]``, ``42{}``) gets an ``err`` event naming the problem instead of a library traceback.
+* :class:`ProphitServer` -- refuses a bad token the socket.io 1.x way (an ERROR packet), and
+  a socket.io packet that does not decode (``42not json``, ``49[]``, ``42{}``) gets an
+  ``err`` event naming the problem instead of a library traceback.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Callable
 
 import socketio
+import socketio.packet
 from aiohttp import web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
@@ -33,7 +37,35 @@ class Py311Manager(socketio.AsyncManager):
                 await self.server._emit_internal(sid, event, data, namespace, ack)
 
 
-class ForgivingServer(socketio.AsyncServer):
+class ProphitServer(socketio.AsyncServer):
+    """The socket.io server: handshake check as socket.io 1.x middleware did, forgiving decoding.
+
+    ``check(environ)`` returns ``(None, expires_at)`` to accept or ``(error, 0)`` to refuse.
+    A refusal is an Engine.IO session that gets the socket.io ERROR packet ``44<error>`` and
+    is closed (socket.io 1.x middleware, ``socketio-jwt``), or, with ``refuse_with_http``,
+    HTTP 401 on the handshake request (python-socketio's own way).
+    """
+
+    def __init__(self, check: Callable, refuse_with_http: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.check, self.refuse_with_http = check, refuse_with_http
+
+    async def _handle_eio_connect(self, sid, environ):
+        problem, expires_at = await self.check(environ)
+        if problem is None:
+            environ["tickpipe.expires_at"] = expires_at
+            return await super()._handle_eio_connect(sid, environ)
+        if self.refuse_with_http:
+            return problem
+        await self._send_packet(sid, socketio.packet.Packet(socketio.packet.ERROR, data=problem))
+        asyncio.ensure_future(self._close_refused(sid))
+        return None
+
+    async def _close_refused(self, sid: str) -> None:
+        await asyncio.sleep(0.2)  # let the client fetch the ERROR packet first
+        with contextlib.suppress(KeyError, ValueError):
+            await self.eio.disconnect(sid)
+
     async def _handle_eio_message(self, sid, data):
         try:
             await super()._handle_eio_message(sid, data)

@@ -31,6 +31,7 @@ Dependency: python-socketio 4.x / python-engineio 3.x, the Python client of Engi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -125,11 +126,18 @@ class MarketProphitAdapter(FeedAdapter):
         for event in self.settings.events:
             client.on(event, recorder(event, transport))
         client.on("disconnect", lambda: transport.closed(None, "socket.io disconnect"))
+        answer: asyncio.Future = asyncio.get_running_loop().create_future()
+        client.on("connect", lambda: answer.done() or answer.set_result(None))
+        client.on("connect_error", lambda error=None: answer.done() or answer.set_result(error or "refused"))
         try:
             await client.connect(f"{self.settings.url.rstrip('/')}?token={token}",
                                  transports=list(self.settings.transports), socketio_path=self.settings.socketio_path)
+            refusal = await asyncio.wait_for(answer, self.loop_settings.connect_timeout_s)
         except socketio.exceptions.ConnectionError as exc:
-            raise FeedError(f"marketprophit socket.io handshake failed: {exc}") from None
+            refusal = answer.result() if answer.done() else str(exc)
+        if refusal is not None:  # socket.io 1.x refuses with an ERROR packet after the Engine.IO handshake
+            await client.disconnect()
+            raise FeedError(f"marketprophit socket.io handshake refused: {str(refusal)[:200]}")
         self.client = client
         return transport
 

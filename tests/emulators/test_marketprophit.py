@@ -47,6 +47,10 @@ async def token_for(emu, key: str = KEY) -> str:
     return json.loads(resp._body)["token"]
 
 
+class Refused(Exception):
+    """The handshake was refused; ``args[0]``: the ``connect_error`` payloads."""
+
+
 class Client:
     """A python-socketio client pointed at the emulator by URL, recording what it receives."""
 
@@ -60,11 +64,24 @@ class Client:
         self.sio.on("res", lambda data: self.res.append(data))
         self.sio.on("data", lambda data: self.data.append(data))
         self.sio.on("err", lambda data: self.errs.append(data))
-        self.sio.on("connect_error", lambda data: self.refused.append(data))
+        self.sio.on("connect_error", lambda data=None: self.refused.append(data))
         self.sio.on("disconnect", self.gone.set)
 
     async def connect(self, emu, token: str, transports=None) -> "Client":
-        await self.sio.connect(emu.http_url("") + f"?token={token}", transports=transports)
+        """Connect and wait for the namespace's answer: ``connect``, or a refusal (``Refused``)."""
+        accepted = asyncio.Event()
+        self.sio.on("connect", accepted.set)
+        try:
+            await self.sio.connect(emu.http_url("") + f"?token={token}", transports=transports)
+        except socketio.exceptions.ConnectionError:
+            raise Refused(self.refused) from None
+        for _ in range(250):
+            if accepted.is_set() or self.refused:
+                break
+            await asyncio.sleep(0.02)
+        if not accepted.is_set():
+            await self.sio.disconnect()
+            raise Refused(self.refused)
         return self
 
     async def until(self, n: int, timeout: float = 5.0) -> list:
@@ -150,9 +167,9 @@ async def test_unsubscribe_stops_that_stream_and_bad_requests_get_ack_errors_and
 
 async def refused_with(emu, token: str) -> dict:
     client = Client()
-    with pytest.raises(socketio.exceptions.ConnectionError):
+    with pytest.raises(Refused) as refusal:
         await client.connect(emu, token)
-    return client.refused[0]
+    return refusal.value.args[0][0]
 
 
 async def test_handshake_refuses_missing_forged_and_expired_tokens():
@@ -165,6 +182,23 @@ async def test_handshake_refuses_missing_forged_and_expired_tokens():
         await asyncio.sleep(0.4)
         assert await refused_with(emu, token) == {"message": "jwt expired", "code": "invalid_token",
                                                   "type": "UnauthorizedError"}
+
+
+async def test_http_401_refusal_form_carries_the_same_error():
+    async with emulator(settings=MarketProphitSettings(refuse_with_http=True)) as emu:
+        assert (await refused_with(emu, "not.a.jwt"))["message"] == "invalid signature"
+        client = await Client().connect(emu, await token_for(emu))
+        await client.sio.disconnect()
+
+
+async def test_refusal_on_the_wire_is_the_socketio_error_packet():
+    async with emulator() as emu:
+        async with websockets.connect(emu.ws_url("/socket.io/?EIO=3&transport=websocket&token=bad")) as ws:
+            assert (await asyncio.wait_for(ws.recv(), 5)).startswith("0{")
+            error = await asyncio.wait_for(ws.recv(), 5)
+            assert error.startswith("44{") and json.loads(error[2:]) == \
+                {"message": "invalid signature", "code": "invalid_token", "type": "UnauthorizedError"}
+            assert (await asyncio.wait_for(ws.recv(), 5)) == "1"  # then Engine.IO close
 
 
 async def test_token_expiry_fault_ends_the_session_and_a_new_token_works(tmp_path):

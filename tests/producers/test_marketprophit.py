@@ -6,6 +6,8 @@ import asyncio
 import json
 from collections import defaultdict
 
+import pytest
+
 from tests.producers.core_support import declare_echo_topics, fast_settings, read_raw, wait_for
 from tests.producers.core_support import running as producing
 from tickpipe.config import Secret, load_section
@@ -15,7 +17,7 @@ from tickpipe.emulators.journal import read_journal
 from tickpipe.emulators.marketprophit import MarketProphitEmulator
 from tickpipe.emulators.marketprophit import MarketProphitSettings as EmulatorSettings
 from tickpipe.envelope import CT_SOCKETIO, KIND_FRAME, KIND_SESSION_END, KIND_SESSION_START, decode_marker
-from tickpipe.producers.base import ResyncTarget
+from tickpipe.producers.base import AuthError, FeedError, ResyncTarget
 from tickpipe.producers.marketprophit import MarketProphitAdapter, MarketProphitSettings, parse_subscription
 from tickpipe.producers.runner import Producer
 
@@ -191,6 +193,16 @@ async def test_resync_unsubscribes_and_resubscribes_the_ticker(kafka_settings, t
             await wait_for(lambda: emu.journal.counts.get("request", 0) >= 4, what="the resync requests")
         requests = [(e["action"], e["ticker"]) for e in journal(emu) if e["event"] == "request"]
     assert requests[:4] == [("subscribe", "AAPL"), ("subscribe", "TSLA"), ("unsubscribe", "TSLA"), ("subscribe", "TSLA")]
+
+
+@pytest.mark.parametrize("http_form", [False, True])
+async def test_a_refused_handshake_is_a_clear_transient_error(tmp_path, http_form):
+    """The token expires while the handshake is slow: the socket.io refusal names the reason."""
+    async with emulator(tmp_path, "slow=0.3", token_lifetime_s=0.2, refuse_with_http=http_form) as emu:
+        adapter = MarketProphitAdapter(MarketProphitSettings(secret_key=Secret(KEY), url=emu.http_url("")), fast_settings())
+        with pytest.raises(FeedError, match="jwt expired") as refusal:
+            await adapter.connect()
+    assert not isinstance(refusal.value, AuthError) and KEY not in str(refusal.value)
 
 
 def test_settings_from_env_secret_file_and_subscription_syntax(tmp_path):
