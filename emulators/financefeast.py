@@ -35,12 +35,12 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
 from aiohttp import WSMsgType, web
 
-from tickpipe.config import Secret, setting
+from tickpipe.config import ConfigError, Secret, setting
 from tickpipe.emulators.base import Emulator, PeriodicFault, paced
 from tickpipe.emulators.market import MarketSim
 
@@ -65,6 +65,12 @@ class FinancefeastSettings:
     reject_with_json: bool = setting(True, help="send the JSON error before closing (false: close code only; unconfirmed)")
     timezone: str = setting("UTC", help="time zone of data.date, an IANA name (unconfirmed: UTC or Pacific/Auckland)")
     answer_json_ping: bool = setting(True, help='answer {"type":"ping"} with {"type":"pong"} (unconfirmed)')
+
+    def __post_init__(self) -> None:
+        try:
+            ZoneInfo(self.timezone)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ConfigError(f"TICKPIPE_EMULATOR_FINANCEFEAST_TIMEZONE: unknown time zone {self.timezone!r}") from None
 
 
 def message(kind: str, **data) -> str:

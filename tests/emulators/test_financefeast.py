@@ -6,13 +6,16 @@ import asyncio
 import enum
 import json
 import threading
+import time
+from datetime import datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 import websockets
 
 from tickpipe.children import Child, tickpipe_command
-from tickpipe.config import Secret
+from tickpipe.config import ConfigError, Secret, load_section
 from tickpipe.emulators.base import EmulatorOptions
 from tickpipe.emulators.faults import FaultPlan
 from tickpipe.emulators.financefeast import (AUTHENTICATED, NO_ACCESS, NOT_AUTHORISED, FinancefeastEmulator,
@@ -294,10 +297,24 @@ def _run_until_stop(client) -> None:
         pass
 
 
-async def test_cli_serves_on_the_port_of_its_ready_line():
+async def test_cli_serves_on_the_port_of_its_ready_line_and_enforces_the_configured_token():
     cmd = tickpipe_command("emulate", "financefeast", "--port", "0", "--rate", "50", "--ops-port", "0")
-    with Child(cmd, "financefeast emulator") as child:
-        ws, reply = await login(f"ws://127.0.0.1:{child.ready['port']}/ws")
+    with Child(cmd, "financefeast emulator", env={"TICKPIPE_EMULATOR_FINANCEFEAST_TOKEN": TOKEN}) as child:
+        url = f"ws://127.0.0.1:{child.ready['port']}/ws"
+        ws, reply = await login(url)
         assert reply["type"] == "authenticated"
         assert len(prices(await collect(ws, 3))) == 3
         await ws.close()
+        ws, reply = await login(url, "pk_" + "q" * 20)
+        assert reply["data"]["message"] == NOT_AUTHORISED
+
+
+async def test_date_time_zone_is_configurable_and_validated():
+    async with emulator(rate=50, settings=FinancefeastSettings(timezone="Pacific/Auckland"), journal=None) as emu:
+        ws, _ = await login(emu.ws_url("/ws"))
+        [price] = prices(await collect(ws, 1))
+        await ws.close()
+    local = datetime.fromisoformat(price["date"]).replace(tzinfo=ZoneInfo("Pacific/Auckland"))
+    assert abs(local.timestamp() - time.time()) < 120  # NZ wall time, not UTC
+    with pytest.raises(ConfigError, match="TIMEZONE"):
+        load_section(FinancefeastSettings, "emulator_financefeast", env={"TICKPIPE_EMULATOR_FINANCEFEAST_TIMEZONE": "Mars/Olympus"})

@@ -445,11 +445,14 @@ async def test_same_seed_same_values():
     assert await values(2) == await values(2) != await values(3)
 
 
-async def test_cli_serves_rest_and_socketio_on_one_port():
+async def test_cli_serves_rest_and_socketio_on_one_port_and_enforces_the_configured_key(tmp_path):
+    (tmp_path / "key").write_text(KEY + "\n")
     cmd = tickpipe_command("emulate", "marketprophit", "--port", "0", "--rate", "50", "--ops-port", "0")
-    with Child(cmd, "marketprophit emulator") as child:
+    env = {"TICKPIPE_EMULATOR_MARKETPROPHIT_SECRET_KEY_FILE": str(tmp_path / "key")}
+    with Child(cmd, "marketprophit emulator", env=env) as child:
         class Ready:
             http_url = staticmethod(lambda p: f"http://127.0.0.1:{child.ready['port']}{p}")
+        assert (await post_jwt(Ready, "sk_live_" + "n" * 24)).status == 401
         client = await Client().connect(Ready, await token_for(Ready))
         assert await client.sio.call("subscribe", CROWD, timeout=3) is None
         await client.until(2)
