@@ -44,7 +44,7 @@ import engineio.asyncio_client
 import jwt
 import socketio
 
-from tickpipe.config import Secret, setting
+from tickpipe.config import Secret, register_secret, setting
 from tickpipe.envelope import CT_SOCKETIO
 from tickpipe.producers.base import AuthError, FeedAdapter, FeedError, ResyncTarget, Session, Transport
 from tickpipe.producers.transport import QueueTransport
@@ -105,6 +105,9 @@ class MarketProphitAdapter(FeedAdapter):
             token = json.loads(body)["token"]
         except (ValueError, KeyError, TypeError):
             raise FeedError("marketprophit POST /jwt answered without a token") from None
+        if not isinstance(token, str) or not token:
+            raise FeedError("marketprophit POST /jwt answered with an empty token")
+        register_secret(token)  # it travels in URLs: keep it out of every log line
         self.deadline = self.refresh_at(token, time.time())
         return token
 
@@ -135,6 +138,9 @@ class MarketProphitAdapter(FeedAdapter):
             refusal = await asyncio.wait_for(answer, self.loop_settings.connect_timeout_s)
         except socketio.exceptions.ConnectionError as exc:
             refusal = answer.result() if answer.done() else str(exc)
+        except BaseException:
+            await client.disconnect()
+            raise
         if refusal is not None:  # socket.io 1.x refuses with an ERROR packet after the Engine.IO handshake
             await client.disconnect()
             raise FeedError(f"marketprophit socket.io handshake refused: {str(refusal)[:200]}")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import defaultdict
 
 import pytest
 
 from tests.producers.core_support import declare_echo_topics, fast_settings, read_raw, wait_for
 from tests.producers.core_support import running as producing
-from tickpipe.config import Secret, load_section
+from tickpipe.config import Secret, load_section, redact
 from tickpipe.emulators.base import EmulatorOptions
 from tickpipe.emulators.faults import FaultPlan
 from tickpipe.emulators.journal import read_journal
@@ -203,6 +204,14 @@ async def test_a_refused_handshake_is_a_clear_transient_error(tmp_path, http_for
         with pytest.raises(FeedError, match="jwt expired") as refusal:
             await adapter.connect()
     assert not isinstance(refusal.value, AuthError) and KEY not in str(refusal.value)
+
+
+async def test_the_fetched_jwt_is_masked_in_logs_and_sets_the_refresh_deadline(tmp_path):
+    async with emulator(tmp_path, token_lifetime_s=100) as emu:
+        adapter = MarketProphitAdapter(MarketProphitSettings(secret_key=Secret(KEY), url=emu.http_url("")), fast_settings())
+        token = await adapter.fetch_token()
+    assert redact(f"GET /socket.io/?EIO=3&token={token}") == "GET /socket.io/?EIO=3&token=***"
+    assert 80 < adapter.session_deadline() - time.time() <= 91  # a tenth of the lifetime before exp
 
 
 def test_settings_from_env_secret_file_and_subscription_syntax(tmp_path):
