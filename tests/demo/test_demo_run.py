@@ -78,7 +78,7 @@ def test_a_short_demo_run_flows_everywhere_and_finds_every_injected_fault(tmp_pa
         rows = p["anomalies"]["by_kind"]
         assert all(row["equal"] for row in rows.values() if row["scored"]), (name, rows)
     totals = summary["totals"]
-    assert totals["undecodable_records"] == 0 and totals["ticks"] > 0
+    assert totals["undecodable_records"] == 0 and totals["ticks"] > 0 and totals["producer_gaps"] == 0
     for kind in ("GAP", "OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"):   # the run really injected each kind
         assert totals["injected"][kind] > 0 and totals["injected"][kind] == totals["detected"][kind], (kind, totals)
 

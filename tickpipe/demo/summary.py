@@ -26,7 +26,10 @@ def provider_summary(state: ProviderState, seen: CleanTopics, cutoff_ns: int, th
              "reconnects": int(state.reconnects), "dlq": dlq,
              "latency_ms": seen.latency(provider).summary(),
              "faults_journaled": dict(sorted(count_faults(lines).items())),
-             "alerts": dict(sorted(Counter(a.get("kind") for a in alerts).items()))}
+             "alerts": dict(sorted(Counter(a.get("kind") for a in alerts).items())),
+             # frames lost between producer and Kafka (holes in tp-seq): none on a healthy run
+             "producer_gaps": sum(int(a.get("missing_count") or 0) for a in alerts
+                                  if a.get("kind") == "GAP" and a.get("scope") == "producer")}
     rule = state.rule
     if rule is None:
         entry["anomalies"] = {"scored": False, "note": NOT_SCORED}
@@ -48,6 +51,7 @@ def build(states: list[ProviderState], seen: CleanTopics, cutoff_ns: int, thaw_n
     totals = {"frames": sum(p["frames"] for p in providers.values()),
               "ticks": sum(p["ticks_total"] for p in providers.values()),
               "dlq": sum(p["dlq"] for p in providers.values()),
+              "producer_gaps": sum(p["producer_gaps"] for p in providers.values()),
               "reconnects": sum(p["reconnects"] for p in providers.values()),
               "injected": _scored_total(providers, "injected"), "detected": _scored_total(providers, "detected"),
               "all_equal": all(p["anomalies"].get("all_equal", True) for p in providers.values()),

@@ -54,14 +54,16 @@ def render_table(s: Snapshot) -> str:
     """The full-screen text of one refresh (without the clear-screen code)."""
     kinds = "  ".join(f"{SHORT[k]:>9}" for k in KINDS)
     head = f"{'provider':<18} {'state':<10} {'frames/s':>8} {'ticks/s':>8} {'reconn':>6}  {kinds}  {'p50 ms':>7} {'p99 ms':>7}"
-    lines = [f"tickpipe demo  {s.elapsed_s:5.0f}s  {s.phase}  broker {s.bootstrap}   (injected/detected; Ctrl-C stops)",
+    lines = [f"tickpipe demo  {s.elapsed_s:5.0f}s  {s.phase}  broker {s.bootstrap}   Ctrl-C stops",
              "", head, "-" * len(head)]
     for r in s.rows:
         cells = "  ".join(f"{_cell(r, k):>9}" for k in KINDS)
         lines.append(f"{r.provider:<18} {r.state:<10} {r.frames_per_s:>8.1f} {r.ticks_per_s:>8.1f} {r.reconnects:>6}  "
                      f"{cells}  {_num(r.p50_ms, '{:.1f}'):>7} {_num(r.p99_ms, '{:.1f}'):>7}")
     by_kind = "  ".join(f"{k} {v:.1f}" for k, v in sorted(s.ticks_per_s_by_kind.items()) if v or k) or "none yet"
-    lines += ["", f"clean ticks/s by kind: {by_kind}",
+    lines += ["", "anomalies: injected/detected so far (- not detectable); journals trail by a moment, "
+                  "the final summary compares them exactly",
+              f"clean ticks/s by kind: {by_kind}",
               f"consumer lag: {_num(s.lag)} raw records   alerts: {s.alerts}   dead letters: {s.dlq}"]
     for provider, why in s.skipped.items():
         lines.append(f"skipped {provider}: {why}")
