@@ -100,3 +100,18 @@ def test_an_order_only_channel_hides_its_drops():
              line("fault", "match", 2, "drop"), line("fault", "ticker", 2, "drop"),
              line("sent", "match", 3), line("sent", "ticker", 3)]
     assert visible_faults(lines, exchange)["GAP"] == 1
+
+
+def test_a_message_released_after_a_drop_does_not_witness_it():
+    """Alpaca: trade 12 held for a swap, 13 dropped, 12 released, then the connection ends."""
+    alpaca = SCORING["alpaca"]
+
+    def trade(event: str, n: int, fault_name: str | None = None) -> dict:
+        ids = {"kind": "trade", "instrument": "MSFT", "trade_id": n}
+        return {"event": event, "conn": 1, "fault": fault_name, "ids": [ids]} if fault_name else \
+            {"event": event, "conn": 1, "ids": ids}
+
+    quote = {"event": "sent", "conn": 1, "ids": {"kind": "quote", "instrument": "MSFT"}}
+    lines = [trade("sent", 11), trade("fault", 13, "drop"), trade("sent", 12), quote]
+    assert visible_faults(lines, alpaca)["GAP"] == 0          # neither 12 nor a quote is a higher trade id
+    assert visible_faults(lines + [trade("sent", 14)], alpaca)["GAP"] == 1

@@ -6,14 +6,15 @@ which messages are faultable and what their journal ``ids`` hold):
 | provider | counter (alert scope) | journal scope of a faultable message |
 | --- | --- | --- |
 | coinbase | ``sequence_num`` (connection), starts at 0 | the connection |
-| alpaca | ``trade_id`` (instrument) | instrument |
+| alpaca | ``trade_id`` (instrument) | message kind (only trades are faultable) + instrument |
 | tdameritrade, schwab | ``seq`` (instrument) | service + instrument |
 | coinbase-exchange | ``trade_id`` (instrument); swaps and repeats at ``sequence`` | message kind + instrument |
 
 What a consumer can see of the journal (up to the moment the feeds were frozen):
 
-* drop -> GAP, one missing value, if a later message of the same scope was sent on the same
-  connection, and (unless the counter's start is fixed) an earlier one too, and its counter
+* drop -> GAP, one missing value, if a higher value of the same scope was sent later on the
+  same connection, and (unless the counter's start is fixed) a lower one earlier (a message
+  held back for a swap and released after the drop witnesses nothing), and its counter
   is checked for gaps (the Exchange ticker's trade ids are checked for order only);
 * reorder -> OUT_OF_ORDER, if both swapped messages have the same scope (also right after a
   drop: the trackers remember which held value overtook which);
@@ -43,6 +44,7 @@ class ScoringCounter:
     counter: str                       # the alerts' ``counter``
     scope: str                         # the alerts' ``scope``: connection or instrument
     scope_fields: tuple[str, ...]      # journal ids fields naming the message's scope
+    value_field: str | None = None     # journal ids field holding the checked counter's value
     known_start: bool = False          # the counter's first value on a connection is fixed
     kinds: tuple[str, ...] = KINDS     # the kinds a consumer can detect for this provider
     note: str = ""                     # why some kinds are not scored
@@ -54,17 +56,17 @@ class ScoringCounter:
 
 
 SCORING: dict[str, ScoringCounter] = {
-    "coinbase": ScoringCounter("sequence_num", "connection", (), known_start=True),
-    "alpaca": ScoringCounter("trade_id", "instrument", ("instrument",)),
-    "tdameritrade": ScoringCounter("seq", "instrument", ("service", "instrument")),
-    "schwab": ScoringCounter("seq", "instrument", ("service", "instrument")),
+    "coinbase": ScoringCounter("sequence_num", "connection", (), "seq", known_start=True),
+    "alpaca": ScoringCounter("trade_id", "instrument", ("kind", "instrument"), "trade_id"),
+    "tdameritrade": ScoringCounter("seq", "instrument", ("service", "instrument"), "product_seq"),
+    "schwab": ScoringCounter("seq", "instrument", ("service", "instrument"), "product_seq"),
     # ticker and matches records pass the (sparse, order-only) product sequence check before
     # the trade-id check: repeats stop there, swaps are reported there first; only trades
     # (matches) have their ids checked for gaps, a ticker is a level-one record
-    "coinbase-exchange": ScoringCounter("trade_id", "instrument", ("kind", "instrument"),
+    "coinbase-exchange": ScoringCounter("trade_id", "instrument", ("kind", "instrument"), "trade_id",
                                         first_check=(("DUPLICATE", "sequence"), ("OUT_OF_ORDER", "sequence")),
                                         order_only=frozenset({"ticker"})),
-    "financefeast": ScoringCounter("event_time", "instrument", ("instrument",),
+    "financefeast": ScoringCounter("event_time", "instrument", ("instrument",), "event_ns",
                                    kinds=("OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"),
                                    note="no ids in the feed: a dropped price is invisible, so none is injected"),
     "marketprophit": ScoringCounter("ts", "instrument", ("path", "ticker"), kinds=("DLQ", "RESET"),
@@ -92,8 +94,14 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
                 data_conns.append((pos, line.get("conn")))
 
     def around(pos: int, conn, ids) -> tuple[bool, bool]:
+        """Was a lower value of the scope received before ``pos``, a higher one after it?"""
         positions = sent.get((conn, _scope(ids, rule.scope_fields)), [])
-        return any(p < pos for p in positions), any(p > pos for p in positions)
+        value = ids.get(rule.value_field) if rule.value_field else None
+        if value is None:
+            return any(p < pos for p in positions), any(p > pos for p in positions)
+        values = [(p, lines[p]["ids"].get(rule.value_field)) for p in positions]
+        return (any(p < pos and v is not None and v < value for p, v in values),
+                any(p > pos and v is not None and v > value for p, v in values))
 
     out, disconnected = Counter(), set()
     for pos, line in enumerate(lines):
