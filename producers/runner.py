@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tickpipe.admin import declare_topics
 from tickpipe.kafka import KafkaSettings
 from tickpipe.logs import get_logger
 from tickpipe.producers.base import FeedAdapter
@@ -18,7 +19,7 @@ from tickpipe.producers.recorder import Recorder
 from tickpipe.producers.resume import resume_seq
 from tickpipe.producers.settings import ProducerSettings
 from tickpipe.producers.sink import KafkaSink
-from tickpipe.topics import raw_topic
+from tickpipe.topics import TopicSettings, raw_topic
 
 log = get_logger("tickpipe.producer")
 
@@ -29,8 +30,10 @@ def default_conn_id(provider: str) -> str:
 
 class Producer:
     def __init__(self, adapter: FeedAdapter, kafka: KafkaSettings, conn_id: str | None = None,
-                 settings: ProducerSettings | None = None, follow_control: bool = True) -> None:
+                 settings: ProducerSettings | None = None, follow_control: bool = True,
+                 topic_settings: TopicSettings | None = None) -> None:
         self.adapter, self.kafka = adapter, kafka
+        self.topic_settings = topic_settings or TopicSettings()
         self.provider = adapter.provider
         self.settings = settings or adapter.loop_settings
         self.conn_id = conn_id or default_conn_id(self.provider)
@@ -41,6 +44,15 @@ class Producer:
         self.loop = ConnectionLoop(adapter, self.recorder, self.sink, self.settings)
         self.control = ControlFollower(kafka, self.provider, self.conn_id, self.loop.request_resync) if follow_control else None
 
+    async def _declare_topics(self) -> None:
+        """Create what the catalogue declares and the broker lacks, so nothing is auto-created with
+        the broker's own partition count. Kafka being away is not fatal here: the sink buffers."""
+        try:
+            await asyncio.wait_for(declare_topics(self.kafka, self.topic_settings), self.settings.resume_timeout_s)
+        except Exception as exc:
+            log.error("could not declare the topics; producing anyway", provider=self.provider,
+                      error=f"{type(exc).__name__}: {exc}")
+
     def ready(self) -> tuple[bool, str]:
         return self.loop.ready()
 
@@ -48,6 +60,8 @@ class Producer:
         """Run until ``stop``; then unsubscribe, close, flush. 0 if nothing accepted was lost."""
         log.info("producer starting", provider=self.provider, conn=self.conn_id, topic=self.topic,
                  endpoint=self.adapter.endpoint())
+        if self.settings.declare_topics:
+            await self._declare_topics()
         if self.settings.resume_seq and self.recorder.seq == 0:
             self.recorder.seq = await resume_seq(self.kafka, self.topic, self.conn_id, self.settings.resume_timeout_s)
         await self.sink.start()

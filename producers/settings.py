@@ -26,6 +26,8 @@ class ProducerSettings:
     auth_retry_min_s: float = setting(30.0, minimum=0.1, help="least delay after a permanent auth failure")
     auth_retry_max_s: float = setting(600.0, minimum=0.1, help="cap of the delay after repeated auth failures")
     unsubscribe_timeout_s: float = setting(3.0, minimum=0, help="time allowed to unsubscribe on shutdown")
+    declare_topics: bool = setting(True, help="create the catalogue's missing topics at start-up (needs the "
+                                              "CreateTopics permission; off where a deployment job does it)")
     resume_seq: bool = setting(True, help="continue tp-seq after the last record of this connection id in Kafka")
     resume_timeout_s: float = setting(15.0, minimum=0.1, help="time allowed to find that last tp-seq at startup")
     ws_max_queue: int = setting(1024, minimum=1, help="frames the websocket library may hold unread; it keeps reading "

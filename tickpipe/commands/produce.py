@@ -66,10 +66,12 @@ def run(args, ctx) -> int:
     kafka = ctx.section(KafkaSettings, "kafka")
     ops_settings = ctx.section(OpsSettings, "ops", port=args.ops_port)
     conn_id = args.connection_id or default_conn_id(args.provider)
+    from tickpipe.topics import TopicSettings
+    topic_settings = ctx.section(TopicSettings, "topics")
 
     async def main(stop) -> int:
         producer = Producer(cls(provider_settings, loop_settings), kafka, conn_id, loop_settings,
-                            follow_control=not args.no_control)
+                            follow_control=not args.no_control, topic_settings=topic_settings)
         ops = OpsServer(ops_settings.host, ops_settings.port) if ops_settings.port >= 0 else None
         if ops:
             ops.add_readiness("feed", producer.ready)
