@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-import importlib
+from tickpipe.registry import lookup
 
 EMULATORS = {
     "alpaca": "tickpipe.emulators.alpaca:AlpacaEmulator",
@@ -21,8 +21,4 @@ EMULATORS = {
 
 
 def load(provider: str):
-    try:
-        module_name, _, cls_name = EMULATORS[provider].partition(":")
-    except KeyError:
-        raise ValueError(f"unknown provider '{provider}'; known: {', '.join(EMULATORS)}") from None
-    return getattr(importlib.import_module(module_name), cls_name)
+    return lookup(EMULATORS, provider, "emulator")

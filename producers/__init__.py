@@ -8,7 +8,7 @@ puts them together.
 
 from __future__ import annotations
 
-import importlib
+from tickpipe.registry import lookup
 
 ADAPTERS = {
     "alpaca": "tickpipe.producers.alpaca:AlpacaAdapter",
@@ -23,14 +23,4 @@ ADAPTERS = {
 
 def load(provider: str):
     """The adapter class for ``provider``; ``ValueError`` for an unknown id, ``LookupError`` if not written yet."""
-    try:
-        module_name, _, cls_name = ADAPTERS[provider].partition(":")
-    except KeyError:
-        raise ValueError(f"unknown provider '{provider}'; known: {', '.join(ADAPTERS)}") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise LookupError(f"no producer adapter for '{provider}' yet ({module_name} is missing)") from None
-    return getattr(module, cls_name)
+    return lookup(ADAPTERS, provider, "producer adapter")
