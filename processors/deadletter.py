@@ -33,9 +33,10 @@ def _header_text(headers: dict[str, bytes], name: str) -> str | None:
 def _header_int(headers: dict[str, bytes], name: str) -> int | None:
     text = _header_text(headers, name)
     try:
-        return int(text) if text is not None else None
+        value = int(text) if text is not None else None
     except ValueError:
         return None
+    return value if value is None or -(2**63) <= value < 2**63 else None   # DeadLetter fields are Avro longs
 
 
 def dead_letter(provider: str, error_kind: str, reason: str, key: bytes | None, value: bytes | None,

@@ -45,6 +45,8 @@ KIND_SESSION_END = "session_end"
 KIND_LOSS = "loss"
 MARKER_KINDS = (KIND_SESSION_START, KIND_SESSION_END, KIND_LOSS)
 
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+
 CT_JSON = "application/json"
 CT_MSGPACK = "application/msgpack"
 CT_TEXT = "text/plain"
@@ -98,9 +100,11 @@ class RawRecord:
             if "lacks header" in str(exc):
                 raise
             raise ValueError(f"raw record has a non-numeric {H_SEQ} or {H_RECV_NS} header") from None
+        if not (_LONG_MIN <= seq <= _LONG_MAX and _LONG_MIN <= recv_ns <= _LONG_MAX):  # Avro longs downstream
+            raise ValueError(f"raw record has a {H_SEQ} or {H_RECV_NS} header out of the 64-bit range")
         return cls(provider=text(H_PROVIDER), conn=text(H_CONN), session=text(H_SESSION), seq=seq,
                    recv_ns=recv_ns, payload=value or b"", content_type=text(H_CONTENT_TYPE),
-                   kind=h.get(H_KIND, KIND_FRAME.encode()).decode(),
+                   kind=KIND_FRAME if h.get(H_KIND) is None else h[H_KIND].decode(),  # a null header: absent
                    extra_headers=tuple((k, v) for k, v in (headers or ()) if k not in known))
 
 

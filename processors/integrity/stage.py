@@ -227,10 +227,11 @@ class ConnectionIntegrity:
             checks.append((f"{counter}||{channel}|{symbol}", seq,
                            (lambda: MonotonicTracker(strict=True)) if sparse else self._contiguous, None))
         trade_id = record.get("trade_id")
-        if (policy.trade_ids and trade_id and str(trade_id).isdigit() and record.kind == "trade"
+        trade_id = _counter(int(trade_id)) if trade_id and str(trade_id).isascii() and str(trade_id).isdigit() else None
+        if (policy.trade_ids and trade_id is not None and record.kind == "trade"
                 and record.get("action", "new") == "new"):  # corrections/cancels are not in the id sequence
             mode = policy.trade_ids
-            checks.append((f"trade_id||{channel}|{symbol}", int(trade_id),
+            checks.append((f"trade_id||{channel}|{symbol}", trade_id,
                            self._contiguous if mode == "contiguous" else (lambda: MonotonicTracker(strict=True)), None))
         if (policy.event_time and not checks and record.get("event_time") is not None
                 and record.kind not in policy.no_event_time_kinds):
@@ -304,6 +305,12 @@ class ConnectionIntegrity:
         return alert
 
 
+def _counter(value: Any) -> int | None:
+    """A counter value the checks can track, or None: alerts and saved state hold it (and the
+    numbers next to it) as 64-bit integers, so a feed's 10**30 is no counter."""
+    return value if type(value) is int and -(2**62) <= value < 2**62 else None
+
+
 def _mark_record(mark: Any, raw: RawRecord) -> Record:
     """A sequence mark of scope instrument (an Exchange order event) as a record only the checks see."""
     return Record(MARK_KIND, {"symbol": mark.key, "provider_symbol": mark.key, "channel": mark.channel,
@@ -352,12 +359,13 @@ class IntegrityStage:
         if self.policy.connection_counter:
             for mark in marks:
                 if getattr(mark, "scope", None) == SCOPE_CONNECTION:
-                    counter = mark.value
+                    counter = _counter(mark.value)
                     break
             if counter is None:
                 counter = next((r.get("sequence") for r in records
                                 if r.get("sequence_scope") == SCOPE_CONNECTION and r.get("sequence") is not None), None)
-        placeholders = [_mark_record(m, raw) for m in marks if getattr(m, "scope", None) == SCOPE_INSTRUMENT]
+        placeholders = [_mark_record(m, raw) for m in marks
+                        if getattr(m, "scope", None) == SCOPE_INSTRUMENT and _counter(m.value) is not None]
         state = self.connection(raw.conn)
         return state.plan_resyncs(state.on_raw(raw, list(records) + placeholders if placeholders else records, counter))
 
