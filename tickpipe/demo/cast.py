@@ -4,18 +4,20 @@ A provider runs when it has all three parts: an emulator, a producer adapter and
 normalizer; otherwise it is skipped with the reason.
 
 The fault mix is chosen so that every injected fault a consumer *can* see is seen exactly
-once at the provider's scoring counter (see :mod:`tickpipe.demo.scoring`):
+once at the provider's scoring counter (:mod:`tickpipe.demo.scoring` says which can be seen):
 
-* drop / reorder / duplicate (1 % each) only hit faultable messages, each of which carries
-  a contiguous counter (Coinbase ``sequence_num``, Alpaca per-symbol trade ids, the
-  streamers' per-key ``seq``, the Exchange feed's per-product trade ids);
+* drop / reorder / duplicate (1 % each) only hit faultable messages, each of which carries a
+  contiguous or monotonic counter (Coinbase ``sequence_num``, Alpaca per-symbol trade ids,
+  the streamers' per-key ``seq``, Exchange trade ids, Financefeast per-symbol times);
 * malformed (0.5 %) inserts garbage frames, each of which becomes exactly one dead letter;
 * disconnect_every=20 with close code 1011: an orderly close the emulator also registers
-  (Alpaca allows one connection per account, so a TCP drop could refuse the reconnect);
-  every reconnect is one RESET. Not for coinbase-exchange: its trade ids are global, so the
-  trades made while disconnected would be real, unjournaled gaps;
-* no stalls, auth failures, token expiry or slow-client faults: they change timing or
-  session counts, not sequences, and would make the RESET count depend on timing.
+  (Alpaca allows one connection per account, so after a bare TCP drop the reconnect could be
+  refused); every reconnect is one RESET. Not for coinbase-exchange: its trade ids are
+  engine-wide, so the trades made while disconnected would be real but unjournaled gaps;
+* no stalls, auth failures, token expiry or slow-client faults: they change timing and
+  session counts, not sequences, and would make the RESET count depend on timing;
+* Financefeast gets no drops (no id shows one); Market Prophit gets every kind although
+  only its dead letters and resets can be detected (the summary says so).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ FAULT_MIX: dict[str, str] = {
     "coinbase": f"{MESSAGE_FAULTS},{DISCONNECTS}",
     "coinbase-exchange": MESSAGE_FAULTS,
     "financefeast": f"reorder=0.01,duplicate=0.01,malformed=0.005,{DISCONNECTS}",   # no ids: a drop is invisible
-    "marketprophit": MESSAGE_FAULTS,
+    "marketprophit": f"{MESSAGE_FAULTS},{DISCONNECTS}",
 }
 
 
