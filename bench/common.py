@@ -52,6 +52,7 @@ def machine() -> dict:
     with contextlib.suppress(OSError, ValueError, IndexError):
         mem_kb = int(Path("/proc/meminfo").read_text().split("\n")[0].split()[1])
     return {"cpu": cpu, "cores": os.cpu_count(), "mem_gib": round(mem_kb / 2**20, 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "python": platform.python_version(), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
@@ -94,10 +95,14 @@ def new_prefix(name: str) -> str:
 
 
 # ----- child processes -----
+# Tansu takes about half the session timeout to complete a group join (the environment wins).
+GROUP_TIMINGS = {"TICKPIPE_PROCESSOR_SESSION_TIMEOUT_S": "6", "TICKPIPE_PROCESSOR_HEARTBEAT_INTERVAL_S": "1"}
+
+
 def tickpipe_env(broker: Broker, prefix: str, **settings: str) -> dict[str, str]:
     """Environment of a ``tickpipe`` child: this broker and prefix, test-sized group timings, quiet logs."""
-    env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "TICKPIPE_KAFKA_TOPIC_PREFIX": prefix,
-           "TICKPIPE_PROCESSOR_SESSION_TIMEOUT_S": "6", "TICKPIPE_PROCESSOR_HEARTBEAT_INTERVAL_S": "1",
+    timings = {name: os.environ.get(name, default) for name, default in GROUP_TIMINGS.items()}
+    env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap, "TICKPIPE_KAFKA_TOPIC_PREFIX": prefix, **timings,
            "TICKPIPE_PROCESSOR_APP_ID": f"{prefix}processor", "TICKPIPE_OPS_PORT": "0",
            "TICKPIPE_OPS_LOG_LEVEL": "WARNING", "PYTHONPATH": str(REPO)}
     env.update(settings)
@@ -136,6 +141,28 @@ def producer(broker: Broker, prefix: str, url: str, name: str = "producer", **se
     env = tickpipe_env(broker, prefix, TICKPIPE_FINANCEFEAST_URL=url, TICKPIPE_FINANCEFEAST_TOKEN=FF_TOKEN,
                        **settings)
     return child(["produce", PROVIDER, "--no-control"], name, env)
+
+
+def start_profiler(pid: int, out: str | None):
+    """``py-spy record`` of a child into ``out`` (collapsed stacks, for flame graphs), or None.
+
+    py-spy is a dev tool, not a dependency: ``pip install py-spy``."""
+    if not out:
+        return None
+    import shutil
+    import subprocess
+
+    exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    return subprocess.Popen([exe, "record", "--pid", str(pid), "--rate", "200", "--format", "raw", "--nonblocking",
+                             "--output", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_profiler(profiler) -> None:
+    import signal
+
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        profiler.wait(30)
 
 
 def stop_all(*children) -> None:

@@ -24,10 +24,11 @@ from tickpipe.topics import dlq_topic, raw_topic, tick_topic
 TARGET = 0.5
 
 
-async def measure_output(kafka, topic: str, total: int, start_child, timeout: float) -> dict:
+async def measure_output(kafka, topic: str, total: int, start_child, timeout: float, profile: str | None = None) -> dict:
     """Start a child, then the steady rate at which ``topic`` gains ``total`` records; stop the child."""
     async with common.TopicCounter(kafka, [topic]) as counter:
         proc = start_child()
+        profiler = common.start_profiler(proc.process.pid, profile)
         try:
             cpu0, t0 = common.cpu_seconds(proc.process.pid), time.monotonic()
             result = await counter.rate_until(total, timeout, alive=proc.running)
@@ -35,11 +36,12 @@ async def measure_output(kafka, topic: str, total: int, start_child, timeout: fl
                                               / max(1e-9, time.monotonic() - t0), 2)
             result.update(common.rss_mb(proc.process.pid))
         finally:
+            common.stop_profiler(profiler)
             proc.stop()
     return result
 
 
-async def one_round(broker, frames: int, conns: int, timeout: float, r: int) -> tuple[dict, dict, int]:
+async def one_round(broker, frames: int, conns: int, timeout: float, r: int, profile: str | None) -> tuple[dict, dict, int]:
     """Load a fresh raw topic; the pass-through, then the processor, each read all of it."""
     prefix = common.new_prefix(f"proc{r}")
     kafka = broker.kafka(prefix)
@@ -53,7 +55,7 @@ async def one_round(broker, frames: int, conns: int, timeout: float, r: int) -> 
          "--sink", sink, "--group", f"{prefix}passthrough"], f"passthrough-{r}", {}), timeout)
     common.say(f"round {r + 1}: pass-through {base}")
     proc = await measure_output(kafka, tick_topic("trade", prefix), frames,
-                                lambda: common.processor(broker, prefix, f"processor-{r}"), timeout)
+                                lambda: common.processor(broker, prefix, f"processor-{r}"), timeout, profile)
     common.say(f"round {r + 1}: processor {proc}")
     async with common.TopicCounter(kafka, [dlq_topic(common.PROVIDER, prefix)]) as dlq:
         await asyncio.sleep(1.0)
@@ -61,11 +63,11 @@ async def one_round(broker, frames: int, conns: int, timeout: float, r: int) -> 
     return base, proc, dead
 
 
-async def run(frames: int, conns: int, rounds: int, timeout: float) -> dict:
+async def run(frames: int, conns: int, rounds: int, timeout: float, profile: str | None = None) -> dict:
     baselines, processed, dead = [], [], 0
     with common.broker() as broker:
         for r in range(rounds):
-            base, proc, d = await one_round(broker, frames, conns, timeout, r)
+            base, proc, d = await one_round(broker, frames, conns, timeout, r, profile)
             baselines.append(base)
             processed.append(proc)
             dead += d
@@ -84,8 +86,9 @@ def main(argv=None) -> None:
     parser.add_argument("--conns", type=int, default=4, help="producer connections (one per raw partition)")
     parser.add_argument("--rounds", type=int, default=1, help="pass-through/processor pairs; the median ratio counts")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measured run")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy the processor into FILE (collapsed stacks)")
     args = parser.parse_args(argv)
-    common.emit(asyncio.run(run(args.frames, args.conns, args.rounds, args.timeout)))
+    common.emit(asyncio.run(run(args.frames, args.conns, args.rounds, args.timeout, args.profile)))
 
 
 if __name__ == "__main__":
