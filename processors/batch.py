@@ -20,8 +20,8 @@ from tickpipe.logs import get_logger
 from tickpipe.processors.deadletter import Source
 from tickpipe.processors.metrics import BATCH_SIZE, PRODUCE_ERRORS
 from tickpipe.processors.pipeline import Pipeline
-from tickpipe.processors.records import ALERT_KIND, DEAD_LETTER_KIND, TICK_KINDS
-from tickpipe.topics import alerts_topic, dlq_topic, tick_topic
+from tickpipe.processors.records import ALERT_KIND, CONTROL_KIND, DEAD_LETTER_KIND, TICK_KINDS
+from tickpipe.topics import alerts_topic, control_topic, dlq_topic, tick_topic
 
 log = get_logger("tickpipe.processors.batch")
 
@@ -58,6 +58,7 @@ class BatchProcessor:
         self.topics = {kind: tick_topic(kind, topic_prefix) for kind in TICK_KINDS}
         self.topics[ALERT_KIND] = alerts_topic(topic_prefix)
         self.topics[DEAD_LETTER_KIND] = dlq_topic(pipeline.provider, topic_prefix)
+        self.topics[CONTROL_KIND] = control_topic(pipeline.provider, topic_prefix)
         self._batch_gauge = BATCH_SIZE.labels(pipeline.provider)
         self.retrying = False  # readiness: false while the broker refuses our records
 

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable, Protocol
 
+import orjson
+
 from tickpipe.avro import AvroEncoder
 from tickpipe.envelope import KIND_SESSION_END, KIND_SESSION_START, MARKER_KINDS, RawRecord
 from tickpipe.logs import get_logger
@@ -32,7 +34,7 @@ from tickpipe.processors.metrics import ProviderMetrics
 from tickpipe.processors.normalizers import load_normalizer
 from tickpipe.processors.normalizers.base import Frame, Normalizer, NormalizerState, SequenceMark
 from tickpipe.processors.normalizers.errors import ENVELOPE, INTERNAL, VALIDATION, NormalizeError
-from tickpipe.processors.records import ALERT_KIND, DEAD_LETTER_KIND, Record
+from tickpipe.processors.records import ALERT_KIND, CONTROL_KIND, DEAD_LETTER_KIND, Record
 
 log = get_logger("tickpipe.processors")
 
@@ -57,6 +59,7 @@ class FrameResult:
     records: list[Record] = field(default_factory=list)
     marks: list[SequenceMark] = field(default_factory=list)
     alerts: list[Record] = field(default_factory=list)
+    controls: list[dict] = field(default_factory=list)   # resync requests for the producers
     dead_letter: Record | None = None
     outputs: list[Output] = field(default_factory=list)
 
@@ -190,6 +193,9 @@ class Pipeline:
                 log.exception("gap alert does not fit its schema", provider=self.provider)
                 continue
             result.outputs.append(Output(ALERT_KIND, alert["provider"].encode(), value, alert))
+        for request in result.controls:
+            result.outputs.append(Output(CONTROL_KIND, self.provider.encode(), orjson.dumps(request),
+                                         Record(CONTROL_KIND, request)))
 
     def _dead(self, raw: RawRecord | None, error_kind: str, reason: str, key, value, headers,
               source: Source) -> FrameResult:

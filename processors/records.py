@@ -32,6 +32,7 @@ TICK_KINDS = ("trade", "quote", "bar", "book", "level1", "status", "most_active"
 ALERT_KIND = "gap_alert"
 DEAD_LETTER_KIND = "dead_letter"
 ALL_KINDS = TICK_KINDS + (ALERT_KIND, DEAD_LETTER_KIND)
+CONTROL_KIND = "control"  # a resync request to control.<provider>: JSON, not Avro (see producers/control.py)
 
 NAMESPACE = "tickpipe"
 RECORD_NAMES = {

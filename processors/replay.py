@@ -15,7 +15,7 @@ from typing import IO
 from tickpipe.avro import AvroReader, record_json_line
 from tickpipe.processors.pipeline import FrameResult, Pipeline
 from tickpipe.processors.rawfile import read_raw_file
-from tickpipe.processors.records import ALERT_KIND, DEAD_LETTER_KIND
+from tickpipe.processors.records import ALERT_KIND, CONTROL_KIND, DEAD_LETTER_KIND
 
 
 @dataclass
@@ -24,11 +24,12 @@ class ReplayCounts:
     ticks: int = 0
     alerts: int = 0
     dead_letters: int = 0
+    resyncs: int = 0
     by_type: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict:
         return {"frames": self.frames, "ticks": self.ticks, "alerts": self.alerts,
-                "dead_letters": self.dead_letters, "by_type": dict(sorted(self.by_type.items()))}
+                "dead_letters": self.dead_letters, "resyncs": self.resyncs, "by_type": dict(sorted(self.by_type.items()))}
 
 
 def replay(pipeline: Pipeline, source: IO[bytes], ticks: IO[bytes], alerts: IO[bytes] | None = None,
@@ -40,6 +41,9 @@ def replay(pipeline: Pipeline, source: IO[bytes], ticks: IO[bytes], alerts: IO[b
 
     def emit(result: FrameResult) -> None:
         for out in result.outputs:
+            if out.kind == CONTROL_KIND:  # a resync request: nothing to ask of a file
+                counts.resyncs += 1
+                continue
             record = reader.decode(out.value)
             sinks.get(out.kind, ticks).write(record_json_line(record))
             counts.by_type[record.name] = counts.by_type.get(record.name, 0) + 1

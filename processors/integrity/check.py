@@ -70,4 +70,5 @@ class IntegrityCheck:
         else:
             result.records.extend(emission.records)
         result.alerts.extend(emission.alerts)
+        result.controls.extend(emission.resyncs)
         self.metrics.observe(emission.alerts, self.stage.connections.values())
