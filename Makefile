@@ -27,6 +27,8 @@ $(STAMP): pyproject.toml tests/fidelity-requirements.txt tests/fidelity-nodeps.t
 	$(PY) -m pip install --quiet -e '.[dev]'
 	$(PY) -m pip install --quiet -r tests/fidelity-requirements.txt
 	$(PY) -m pip install --quiet --no-deps -r tests/fidelity-nodeps.txt
+	# socket.io 1.x's own Node client, for the Market Prophit fidelity test (skipped where npm is missing)
+	if command -v npm >/dev/null; then npm install --silent --no-audit --no-fund --prefix $(VENV)/node_socketio1 socket.io-client@1.7.4; fi
 	touch $(STAMP)
 
 clean:
