@@ -107,7 +107,7 @@ class MarketProphitAdapter(FeedAdapter):
             raise FeedError("marketprophit POST /jwt answered without a token") from None
         if not isinstance(token, str) or not token:
             raise FeedError("marketprophit POST /jwt answered with an empty token")
-        register_secret(token)  # it travels in URLs: keep it out of every log line
+        register_secret(token, short_lived=True)  # it travels in URLs: keep it out of every log line
         self.deadline = self.refresh_at(token, time.time())
         return token
 

@@ -154,7 +154,7 @@ class StreamerAdapter(FeedAdapter):
             if resp.status != 200 or "access_token" not in body:
                 raise FeedError(f"{self.provider} token endpoint failed with HTTP {resp.status}")
         self._token, self._token_fresh = body["access_token"], True
-        register_secret(self._token)                                    # logs mask it like a configured secret
+        register_secret(self._token, short_lived=True)                  # logs mask it like a configured secret
         self._token_expires = time.monotonic() + float(body.get("expires_in", 1800))
         self._refresh = body.get("refresh_token") or self._refresh     # Schwab may rotate it
         register_secret(self._refresh)

@@ -16,6 +16,7 @@ accepts ``<NAME>_FILE`` (a Kubernetes secret mount) and never shows its value.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import enum
 import os
@@ -65,20 +66,33 @@ class Secret:
         raise TypeError("Secret values cannot be pickled")
 
 
-# Every secret value ever loaded; the log formatter masks them wherever they appear.
+# Every configured secret, and the most recent short-lived ones (tokens a producer fetched):
+# the log formatter masks them wherever they appear.
 _KNOWN_SECRETS: set[str] = set()
+_SHORT_LIVED: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+SHORT_LIVED_KEPT = 64
 
 
-def register_secret(value: str) -> None:
-    if value and len(value) >= 4:
+def register_secret(value: str, short_lived: bool = False) -> None:
+    """Mask ``value`` in logs. ``short_lived`` values (refreshed tokens) are kept for the last
+    :data:`SHORT_LIVED_KEPT` only, so a long-running process does not scan an ever-growing list."""
+    if not value or len(value) < 4:
+        return
+    if not short_lived:
         _KNOWN_SECRETS.add(value)
+        return
+    _SHORT_LIVED[value] = None
+    _SHORT_LIVED.move_to_end(value)
+    while len(_SHORT_LIVED) > SHORT_LIVED_KEPT:
+        _SHORT_LIVED.popitem(last=False)
 
 
 def redact(text: str) -> str:
     """Replace every known secret value inside ``text`` with ``***``."""
-    for value in _KNOWN_SECRETS:
-        if value in text:
-            text = text.replace(value, "***")
+    for values in (_KNOWN_SECRETS, _SHORT_LIVED):
+        for value in values:
+            if value in text:
+                text = text.replace(value, "***")
     return text
 
 

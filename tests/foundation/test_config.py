@@ -128,3 +128,13 @@ def test_kafka_settings_refuse_inconsistent_security(tmp_path):
     ok = KafkaSettings(security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
                        sasl_username="u", sasl_password=Secret("pw-123456"))
     assert "pw-123456" not in repr(ok)
+
+
+def test_short_lived_tokens_are_masked_but_only_the_recent_ones_kept():
+    from tickpipe.config import SHORT_LIVED_KEPT, redact, register_secret
+
+    tokens = [f"jwt-token-{i:04d}-abcdef" for i in range(SHORT_LIVED_KEPT + 10)]
+    for token in tokens:
+        register_secret(token, short_lived=True)
+    assert redact(f"url?token={tokens[-1]}") == "url?token=***"
+    assert redact(tokens[0]) == tokens[0]          # long expired: no longer scanned for
