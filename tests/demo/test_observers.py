@@ -88,3 +88,18 @@ def test_the_view_shows_every_provider_and_logs_json():
     assert "alpaca" in text and "2/2" in text and "0/-" in text and "skipped schwab: no normalizer" in text
     doc = json.loads(log_line(snap))
     assert doc["providers"]["alpaca"]["detected"]["GAP"] == 2 and doc["ticks_per_s"] == {"trade": 30.0}
+
+
+def test_an_emulator_journal_is_readable_while_it_is_written(tmp_path, monkeypatch):
+    """The live view follows journals that are still open: they are flushed at least every second."""
+    from tickpipe.emulators.journal import Journal
+
+    path = tmp_path / "live.journal"
+    journal = Journal(str(path))
+    tail = JournalTail(path)
+    journal.write("sent", 1, ids={"seq": 0})
+    assert tail.read() == []                                   # still in the write buffer
+    monkeypatch.setattr(Journal, "FLUSH_EVERY_NS", 0)          # as if a second had passed
+    journal.write("fault", 1, fault="drop", ids=[{"seq": 1}])
+    assert [line["event"] for line in tail.read()] == ["sent", "fault"]
+    journal.close()

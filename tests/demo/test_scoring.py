@@ -115,3 +115,18 @@ def test_a_message_released_after_a_drop_does_not_witness_it():
     lines = [trade("sent", 11), trade("fault", 13, "drop"), trade("sent", 12), quote]
     assert visible_faults(lines, alpaca)["GAP"] == 0          # neither 12 nor a quote is a higher trade id
     assert visible_faults(lines + [trade("sent", 14)], alpaca)["GAP"] == 1
+
+
+def test_an_initial_ticker_repeating_the_last_one_is_an_expected_duplicate():
+    """A resync resubscribes the Exchange ticker: its initial ticker repeats the last sequence."""
+    exchange = SCORING["coinbase-exchange"]
+
+    def ticker(kind: str, seq: int) -> dict:
+        return {"event": "sent", "conn": 1, "ids": {"kind": kind, "instrument": "BTC-USD", "product_seq": seq,
+                                                    "trade_id": seq - 100}}
+
+    lines = [ticker("ticker_initial", 150),                 # the first subscribe: nothing to repeat
+             ticker("ticker", 151), ticker("ticker", 152), ticker("ticker_initial", 152),   # a resync: a repeat
+             ticker("ticker", 153), ticker("ticker_initial", 154)]                           # newer: no repeat
+    seen = visible_faults(lines, exchange)
+    assert (seen["DUPLICATE"], seen["FEED_REPEAT"]) == (1, 1)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from tickpipe.demo.journals import JournalTail
 from tickpipe.demo.observer import CleanTopics
-from tickpipe.demo.scoring import FAULT_TO_KIND, SCORING, ScoringCounter, detected_anomalies
+from tickpipe.demo.scoring import SCORING, ScoringCounter, detected_anomalies, injected_anomalies
 from tickpipe.demo.scrape import Samples
 from tickpipe.demo.stats import Rate, percentile
 from tickpipe.demo.view import ProviderRow
@@ -26,6 +26,15 @@ class ProviderState:
     ready: float | None = None
     frame_rate: Rate = field(default_factory=Rate)
     tick_rate: Rate = field(default_factory=Rate)
+    _injected: Counter = field(default_factory=Counter)
+    _injected_at: tuple[int, float] = (-1, 0.0)   # (journal lines, time) of the last count
+
+    def injected(self, now: float) -> Counter:
+        """Injected anomalies so far, recounted when the journal grew (a long one every 5 s)."""
+        lines, (counted, at) = self.journal.lines, self._injected_at
+        if self.rule and len(lines) != counted and (len(lines) < 20_000 or now - at >= 5.0):
+            self._injected, self._injected_at = injected_anomalies(lines, self.rule), (len(lines), now)
+        return self._injected
 
     @property
     def rule(self) -> ScoringCounter | None:
@@ -58,10 +67,7 @@ def alerts_of(seen: CleanTopics, provider: str) -> list[dict]:
 
 def row(state: ProviderState, seen: CleanTopics, now: float) -> ProviderRow:
     ticks = sum(n for (p, _k), n in seen.ticks.items() if p == state.provider)
-    injected = Counter()
-    for name, n in state.journal.faults().items():
-        if name in FAULT_TO_KIND:
-            injected[FAULT_TO_KIND[name]] += n
+    injected = state.injected(now)
     rule = state.rule
     detected = detected_anomalies(alerts_of(seen, state.provider), seen.dead_letters[state.provider], rule) \
         if rule else Counter({"DLQ": seen.dead_letters[state.provider]})

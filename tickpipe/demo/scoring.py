@@ -19,6 +19,8 @@ What a consumer can see of the journal (up to the moment the feeds were frozen):
 * reorder -> OUT_OF_ORDER, if both swapped messages have the same scope (also right after a
   drop: the trackers remember which held value overtook which);
 * duplicate -> DUPLICATE, always; malformed -> one dead letter, always;
+* not injected but a repeat all the same: the Exchange's initial ticker after a (re)subscribe
+  (a resync) repeats the last ticker's sequence -> DUPLICATE (counted as ``FEED_REPEAT`` too);
 * disconnect -> RESET, if the emulator later sent data on a new connection.
 
 Detected: GAP ``missing_count`` summed, OUT_OF_ORDER / DUPLICATE alerts counted, at the
@@ -50,6 +52,7 @@ class ScoringCounter:
     note: str = ""                     # why some kinds are not scored
     first_check: tuple[tuple[str, str], ...] = ()   # (kind, counter): a check that runs first sees it
     order_only: frozenset[str] = frozenset()        # journal ids "kind"s checked for order, never for gaps
+    replays: tuple[tuple[str, str, str], ...] = ()  # (kind, of kind, ids field): a message repeating a value
 
     def counter_for(self, kind: str) -> str:
         return dict(self.first_check).get(kind, self.counter)
@@ -65,7 +68,8 @@ SCORING: dict[str, ScoringCounter] = {
     # (matches) have their ids checked for gaps, a ticker is a level-one record
     "coinbase-exchange": ScoringCounter("trade_id", "instrument", ("kind", "instrument"), "trade_id",
                                         first_check=(("DUPLICATE", "sequence"), ("OUT_OF_ORDER", "sequence")),
-                                        order_only=frozenset({"ticker"})),
+                                        order_only=frozenset({"ticker"}),
+                                        replays=(("ticker_initial", "ticker", "product_seq"),)),
     "financefeast": ScoringCounter("event_time", "instrument", ("instrument",), "event_ns",
                                    kinds=("OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"),
                                    note="no ids in the feed: a dropped price is invisible, so none is injected"),
@@ -104,9 +108,22 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
                 any(p > pos and v is not None and v > value for p, v in values))
 
     out, disconnected = Counter(), set()
+    replays = {kind: (of, key) for kind, of, key in rule.replays}
+    last_value: dict[tuple, object] = {}     # (kind, instrument, field) -> the latest value sent (any connection:
+                                             # the Exchange's checks survive reconnects)
     for pos, line in enumerate(lines):
         kind, conn = fault_kind(line), line.get("conn")
         ids = line.get("ids") or [{}]
+        if replays and line.get("event") == "sent" and isinstance(line.get("ids"), dict):
+            sent_ids = line["ids"]
+            for field, value in ((key, sent_ids.get(key)) for _of, key in replays.values()):
+                last_value[(sent_ids.get("kind"), sent_ids.get("instrument"), field)] = value
+            if sent_ids.get("kind") in replays:
+                of, key = replays[sent_ids["kind"]]
+                value = sent_ids.get(key)
+                if value is not None and last_value.get((of, sent_ids.get("instrument"), key)) == value:
+                    out["DUPLICATE"] += 1
+                    out["FEED_REPEAT"] += 1
         if kind == "drop":
             before, after = around(pos, conn, ids[0])
             if after and (before or rule.known_start) and ids[0].get("kind") not in rule.order_only:
@@ -123,6 +140,18 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
             if any(p > pos and c != conn for p, c in data_conns):
                 out["RESET"] += 1
     return out
+
+
+def injected_anomalies(lines: list[dict], rule: ScoringCounter) -> Counter:
+    """By alert kind: the visible faults for the kinds ``rule`` scores, every journaled one for the rest."""
+    from tickpipe.demo.journals import count_faults
+
+    injected = visible_faults(lines, rule)
+    for fault, n in count_faults(lines).items():
+        kind = FAULT_TO_KIND.get(fault)
+        if kind is not None and kind not in rule.kinds:
+            injected[kind] = n
+    return injected
 
 
 def detected_anomalies(alerts: list[dict], dead_letters: int, rule: ScoringCounter) -> Counter:

@@ -7,7 +7,7 @@ from collections import Counter
 from tickpipe.demo.journals import count_faults
 from tickpipe.demo.live import ProviderState, alerts_of
 from tickpipe.demo.observer import CleanTopics
-from tickpipe.demo.scoring import FAULT_TO_KIND, KINDS, compare, detected_anomalies, visible_faults
+from tickpipe.demo.scoring import KINDS, compare, detected_anomalies, injected_anomalies
 
 NOT_SCORED = "no scoring counter for this provider: detection is reported, not compared"
 
@@ -34,13 +34,10 @@ def provider_summary(state: ProviderState, seen: CleanTopics, cutoff_ns: int, th
     if rule is None:
         entry["anomalies"] = {"scored": False, "note": NOT_SCORED}
         return entry
-    injected = visible_faults(lines, rule)
-    for fault, n in count_faults(lines).items():   # kinds no consumer can see: what was injected
-        kind = FAULT_TO_KIND.get(fault)
-        if kind is not None and kind not in rule.kinds:
-            injected[kind] = n
+    injected = injected_anomalies(lines, rule)
     detected = detected_anomalies(scored_alerts, scored_dlq, rule)
     entry["anomalies"] = {"scored": True, "counter": f"{rule.scope}:{rule.counter}",
+                          "feed_repeats": injected.get("FEED_REPEAT", 0),   # in DUPLICATE, not injected
                           **compare(injected, detected, rule.kinds), **({"note": rule.note} if rule.note else {})}
     return entry
 
