@@ -19,7 +19,7 @@ def resolve(target: str) -> Any:
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
-        raise NotInstalled(f"{module_name} does not exist") from None
+        raise NotInstalled(f"{module_name} does not exist yet") from None
     try:
         return getattr(module, attr)
     except AttributeError:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib
+from tickpipe.registry import NotInstalled, resolve
 
 from tickpipe.processors.normalizers.base import Normalizer
 
@@ -35,21 +35,13 @@ def parse_overrides(text: str) -> dict[str, str]:
 
 def load_normalizer(provider: str, overrides: dict[str, str] | None = None) -> Normalizer:
     """The normalizer function of ``provider`` (``overrides`` win over :data:`NORMALIZERS`)."""
+    target = (overrides or {}).get(provider) or NORMALIZERS.get(provider)
+    if target is None:
+        raise NormalizerMissing(f"no normalizer registered for provider {provider!r}")
     try:
-        target = (overrides or {}).get(provider) or NORMALIZERS[provider]
-    except KeyError:
-        raise NormalizerMissing(f"no normalizer registered for provider {provider!r}") from None
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
-        raise NormalizerMissing(f"normalizer module {module_name} for {provider!r} does not exist yet") from None
-    try:
-        return getattr(module, attr)
-    except AttributeError:
-        raise NormalizerMissing(f"{module_name} has no {attr}") from None
+        return resolve(target)
+    except NotInstalled as exc:
+        raise NormalizerMissing(f"normalizer for {provider!r}: {exc}") from None
 
 
 def available_providers(overrides: dict[str, str] | None = None) -> list[str]:
