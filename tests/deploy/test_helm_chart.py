@@ -278,3 +278,10 @@ def test_oauthbearer_token_is_mounted_from_its_secret(chart):
     spec = one(manifests, "Deployment", PROCESSOR)["spec"]["template"]["spec"]
     assert {"name": "kafka-oauth", "mountPath": "/etc/tickpipe/kafka-oauth", "readOnly": True} in spec["containers"][0]["volumeMounts"]
     assert kubernetes_errors(manifests) == []
+
+
+def test_schema_knows_exactly_the_providers_tickpipe_knows(chart):
+    from tickpipe.providers import PROVIDERS
+
+    connection = chart.schema["properties"]["producers"]["properties"]["connections"]["items"]
+    assert connection["properties"]["provider"]["enum"] == list(PROVIDERS)
