@@ -21,6 +21,7 @@ class ProviderState:
     journal: JournalTail
     frames: float = 0.0
     reconnects: float = 0.0
+    resyncs: float = 0.0                # resubscribes the processor asked for after gaps (done)
     feed_ended: bool = False            # the emulator is gone: reconnect attempts from now on are ours
     connected: float | None = None
     ready: float | None = None
@@ -46,6 +47,7 @@ class ProviderState:
             self.connected = self.ready = None
             return
         self.frames = samples.total(P + "frames_received_total")
+        self.resyncs = samples.total(P + "resyncs_total", outcome="done")
         if not self.feed_ended:
             self.reconnects = sum(v for r, v in samples.by_label(P + "reconnects_total", "reason").items()
                                   if r != "shutdown")

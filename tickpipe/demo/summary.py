@@ -23,7 +23,7 @@ def provider_summary(state: ProviderState, seen: CleanTopics, cutoff_ns: int, th
     scored_alerts = [a for a in alerts if (a.get("detected_time") or 0) < thaw_ns]
     scored_dlq = sum(1 for t in seen.dead_letter_times.get(provider, ()) if t < thaw_ns)
     entry = {"frames": int(state.frames), "ticks": ticks, "ticks_total": sum(ticks.values()),
-             "reconnects": int(state.reconnects), "dlq": dlq,
+             "reconnects": int(state.reconnects), "resyncs": int(state.resyncs), "dlq": dlq,
              "latency_ms": seen.latency(provider).summary(),
              "faults_journaled": dict(sorted(count_faults(lines).items())),
              "alerts": dict(sorted(Counter(a.get("kind") for a in alerts).items())),
