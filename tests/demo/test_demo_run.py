@@ -80,7 +80,9 @@ def test_a_short_demo_run_flows_everywhere_and_finds_every_injected_fault(tmp_pa
     totals = summary["totals"]
     assert totals["undecodable_records"] == 0 and totals["ticks"] > 0 and totals["producer_gaps"] == 0
     for kind in ("GAP", "OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"):   # the run really injected each kind
-        assert totals["injected"][kind] > 0 and totals["injected"][kind] == totals["detected"][kind], (kind, totals)
+        repeats = totals["feed_repeats"] if kind == "DUPLICATE" else 0   # resubscribes' repeats (see scoring)
+        assert totals["injected"][kind] > 0 and totals["injected"][kind] + repeats == totals["detected"][kind], \
+            (kind, totals)
 
     tail = seen["tail"]     # a second terminal's `tickpipe tail` decoded clean trades while the demo ran
     records = [json.loads(line) for line in tail.stdout.splitlines()]

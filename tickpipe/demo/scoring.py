@@ -20,7 +20,8 @@ What a consumer can see of the journal (up to the moment the feeds were frozen):
   drop: the trackers remember which held value overtook which);
 * duplicate -> DUPLICATE, always; malformed -> one dead letter, always;
 * not injected but a repeat all the same: the Exchange's initial ticker after a (re)subscribe
-  (a resync) repeats the last ticker's sequence -> DUPLICATE (counted as ``FEED_REPEAT`` too);
+  (a resync) repeats the last ticker's sequence -> DUPLICATE (``FEED_REPEAT``: expected
+  besides the injected ones);
 * disconnect -> RESET, if the emulator later sent data on a new connection.
 
 Detected: GAP ``missing_count`` summed, OUT_OF_ORDER / DUPLICATE alerts counted, at the
@@ -35,6 +36,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from tickpipe.demo.journals import fault_kind
+from tickpipe.processors.integrity.stage import OUTAGE_GAP
 
 KINDS = ("GAP", "OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET")
 FAULT_TO_KIND = {"drop": "GAP", "reorder": "OUT_OF_ORDER", "duplicate": "DUPLICATE", "malformed": "DLQ",
@@ -122,7 +124,6 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
                 of, key = replays[sent_ids["kind"]]
                 value = sent_ids.get(key)
                 if value is not None and last_value.get((of, sent_ids.get("instrument"), key)) == value:
-                    out["DUPLICATE"] += 1
                     out["FEED_REPEAT"] += 1
         if kind == "drop":
             before, after = around(pos, conn, ids[0])
@@ -163,6 +164,8 @@ def detected_anomalies(alerts: list[dict], dead_letters: int, rule: ScoringCount
             out["RESET"] += 1
         elif alert.get("counter") != rule.counter_for(kind) or alert.get("scope") != rule.scope:
             continue
+        elif kind == "GAP" and alert.get("detail") == OUTAGE_GAP:
+            continue   # messages the feed sent while the connection was down: the RESET's doing
         elif kind == "GAP":
             out["GAP"] += int(alert.get("missing_count") or 0)
         elif kind in ("OUT_OF_ORDER", "DUPLICATE"):
@@ -172,9 +175,13 @@ def detected_anomalies(alerts: list[dict], dead_letters: int, rule: ScoringCount
 
 def compare(injected: Counter, detected: Counter, scored: tuple[str, ...] = KINDS) -> dict:
     """``{"by_kind": {kind: {"injected", "detected", "scored", "equal"}}, "all_equal"}``;
-    ``equal`` is None for a kind that is not ``scored``, and ``all_equal`` covers scored kinds."""
+    ``equal`` is None for a kind that is not ``scored``, and ``all_equal`` covers scored kinds.
+    The feed's own repeats (``injected["FEED_REPEAT"]``) are expected DUPLICATEs besides the
+    injected ones: that row then also has ``feed_repeats``."""
     table = {}
     for k in KINDS:
         i, d = int(injected.get(k, 0)), int(detected.get(k, 0))
-        table[k] = {"injected": i, "detected": d, "scored": k in scored, "equal": (i == d) if k in scored else None}
+        extra = int(injected.get("FEED_REPEAT", 0)) if k == "DUPLICATE" else 0
+        table[k] = {"injected": i, "detected": d, "scored": k in scored,
+                    "equal": (i + extra == d) if k in scored else None, **({"feed_repeats": extra} if extra else {})}
     return {"by_kind": table, "all_equal": all(row["equal"] for row in table.values() if row["scored"])}

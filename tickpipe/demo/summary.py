@@ -37,7 +37,6 @@ def provider_summary(state: ProviderState, seen: CleanTopics, cutoff_ns: int, th
     injected = injected_anomalies(lines, rule)
     detected = detected_anomalies(scored_alerts, scored_dlq, rule)
     entry["anomalies"] = {"scored": True, "counter": f"{rule.scope}:{rule.counter}",
-                          "feed_repeats": injected.get("FEED_REPEAT", 0),   # in DUPLICATE, not injected
                           **compare(injected, detected, rule.kinds), **({"note": rule.note} if rule.note else {})}
     return entry
 
@@ -51,6 +50,8 @@ def build(states: list[ProviderState], seen: CleanTopics, cutoff_ns: int, thaw_n
               "producer_gaps": sum(p["producer_gaps"] for p in providers.values()),
               "reconnects": sum(p["reconnects"] for p in providers.values()),
               "injected": _scored_total(providers, "injected"), "detected": _scored_total(providers, "detected"),
+              "feed_repeats": sum(p["anomalies"].get("by_kind", {}).get("DUPLICATE", {}).get("feed_repeats", 0)
+                                  for p in providers.values()),   # expected DUPLICATEs besides the injected
               "all_equal": all(p["anomalies"].get("all_equal", True) for p in providers.values()),
               "without_data": [name for name, p in providers.items() if not p["frames"] or not p["ticks_total"]],
               "undecodable_records": seen.undecodable}
@@ -77,12 +78,16 @@ def render(summary: dict) -> str:
                    f"{_ms(lat['p50']):>7} {_ms(lat['p99']):>7} {_ms(lat['max']):>7}")
     t = summary["totals"]
     out.append(f"{'total':<18} {t['frames']:>7} {t['ticks']:>7} {t['reconnects']:>6}  "
-               + "  ".join(f"{str(t['injected'][k]) + '/' + str(t['detected'][k]):>12}" for k in KINDS))
+               + "  ".join(f"{_total(t, k):>12}" for k in KINDS))
     out.append("detected equals injected for every scored provider and kind" if t["all_equal"]
                else "MISMATCH: detected differs from injected (see the table: injected/detected)")
     for name in t["without_data"]:
         out.append(f"NO DATA from {name}: see {name}'s logs in {summary['run_dir']}")
     for name, p in summary["providers"].items():
+        repeats = p["anomalies"].get("by_kind", {}).get("DUPLICATE", {}).get("feed_repeats")
+        if repeats:
+            out.append(f"{name}: {repeats} more duplicate(s) sent by the feed itself, as expected (the initial "
+                       f"ticker of a resubscribe after a gap repeats the last one): shown as +{repeats}")
         if p["anomalies"].get("note"):
             out.append(f"{name}: {p['anomalies']['note']} (-: not scored)")
     for provider, why in summary["skipped"].items():
@@ -94,7 +99,13 @@ def _pair(by_kind: dict, kind: str) -> str:
     row = by_kind[kind]
     if not row["scored"]:
         return f"{row['injected']}/-"
-    return f"{row['injected']}/{row['detected']}" + ("" if row["equal"] else " !")
+    extra = f"+{row['feed_repeats']}" if row.get("feed_repeats") else ""
+    return f"{row['injected']}{extra}/{row['detected']}" + ("" if row["equal"] else " !")
+
+
+def _total(totals: dict, kind: str) -> str:
+    extra = f"+{totals['feed_repeats']}" if kind == "DUPLICATE" and totals["feed_repeats"] else ""
+    return f"{totals['injected'][kind]}{extra}/{totals['detected'][kind]}"
 
 
 def _ms(v) -> str:
