@@ -92,6 +92,9 @@ async def _main(args, kafka, topic_settings, group, providers, skipped, run_dir)
     except (BrokerError, TimeoutError, RuntimeError, OSError) as exc:
         print(f"tickpipe demo: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 - say what failed; every child has been stopped by now
+        print(f"tickpipe demo: {type(exc).__name__}: {exc} (logs in {run_dir})", file=sys.stderr)
+        return 1
     except asyncio.CancelledError:
         print("tickpipe demo: stopped by a second signal; no summary", file=sys.stderr)
         return 1
