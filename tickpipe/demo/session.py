@@ -203,6 +203,7 @@ class DemoSession:
             "stopping": round(now - stopping_at, 1), "stop_steps": self.steps})
         with open(self.o.run_dir / "alerts.jsonl", "w") as fh:   # every alert seen, for a closer look
             fh.writelines(json.dumps(a) + "\n" for a in self.observer.seen.alerts)
+        (self.o.run_dir / "summary.json").write_text(json.dumps(result, indent=2))   # with the journals it scores
         return result
 
 
