@@ -81,11 +81,14 @@ def test_a_disconnect_journaled_as_fault_and_event_counts_once():
 
 
 def test_the_view_shows_every_provider_and_logs_json():
-    snap = Snapshot(12.0, "running", "127.0.0.1:1", [ProviderRow("alpaca", "up", 20.0, 30.0, 1, {"GAP": 2}, {"GAP": 2},
-                                                                  400.0, 900.0, scored=("GAP",))],
+    snap = Snapshot(12.0, "running", "127.0.0.1:1", [ProviderRow("alpaca", "up", 20.0, 30.0, 1,
+                                                                  {"GAP": 2, "DUPLICATE": 1, "FEED_REPEAT": 2},
+                                                                  {"GAP": 2, "DUPLICATE": 3}, 400.0, 900.0,
+                                                                  scored=("GAP", "DUPLICATE"))],
                     {"trade": 30.0}, 0, 1, 2, {"schwab": "no normalizer"})
     text = render_table(snap)
-    assert "alpaca" in text and "2/2" in text and "0/-" in text and "skipped schwab: no normalizer" in text
+    assert "alpaca" in text and "2/2" in text and "1+2/3" in text and "0/-" in text
+    assert "skipped schwab: no normalizer" in text
     doc = json.loads(log_line(snap))
     assert doc["providers"]["alpaca"]["detected"]["GAP"] == 2 and doc["ticks_per_s"] == {"trade": 30.0}
 

@@ -47,7 +47,9 @@ def _num(v, fmt: str = "{:.0f}") -> str:
 
 
 def _cell(r: ProviderRow, kind: str) -> str:
-    return f"{r.injected.get(kind, 0)}/{r.detected.get(kind, 0) if kind in r.scored else '-'}"
+    repeats = r.injected.get("FEED_REPEAT", 0) if kind == "DUPLICATE" else 0   # the feed's own, after a resync
+    return (f"{r.injected.get(kind, 0)}{f'+{repeats}' if repeats else ''}/"
+            f"{r.detected.get(kind, 0) if kind in r.scored else '-'}")
 
 
 def render_table(s: Snapshot) -> str:
