@@ -46,6 +46,10 @@ def _wrong(value: str) -> str:
     return value[:-4] + ("WXYZ" if not value.endswith("WXYZ") else "ABCD")
 
 
+def _wrong_exchange_secret() -> str:
+    return base64.b64encode(b"wrong" + base64.b64decode(EXCHANGE_SECRET)[5:]).decode()
+
+
 def emulator_env(provider: str) -> dict[str, str]:
     """``TICKPIPE_EMULATOR_<SECTION>_*``: the credentials the emulator enforces."""
     s, p = SECRETS[provider], "TICKPIPE_EMULATOR_" + provider.upper().replace("-", "_") + "_"
@@ -60,7 +64,7 @@ def producer_env(provider: str, wrong: bool = False) -> dict[str, str]:
     if provider == "coinbase":
         return {p + "KEY_NAME": s["key_name"], p + "PRIVATE_KEY": _pem(_EC_OTHER) if wrong else COINBASE_PRIVATE_PEM}
     if provider == "coinbase-exchange":   # a signed channel, so the signature is checked
-        secret = base64.b64encode(b"wrong" + base64.b64decode(s["api_secret"])[5:]).decode() if wrong else s["api_secret"]
+        secret = _wrong_exchange_secret() if wrong else s["api_secret"]
         return {p + "API_KEY": s["api_key"], p + "API_SECRET": secret, p + "PASSPHRASE": s["passphrase"],
                 p + "CHANNELS": "level2,matches,ticker"}
     if provider in ("tdameritrade", "schwab"):
@@ -83,9 +87,12 @@ def secret_forms() -> dict[str, str]:
             out[f"{provider}.{name}"] = value
             if urllib.parse.quote(value, safe="") != value:
                 out[f"{provider}.{name} (url-quoted)"] = urllib.parse.quote(value, safe="")
-    for i, line in enumerate(COINBASE_PRIVATE_PEM.splitlines()):
-        if len(line) >= 16 and "-----" not in line:
-            out[f"coinbase.private_key line {i}"] = line
+            out[f"{provider}.{name} (the wrong one)"] = _wrong(value)
+    for label, pem in (("", COINBASE_PRIVATE_PEM), (" (the wrong one)", _pem(_EC_OTHER))):
+        for i, line in enumerate(pem.splitlines()):
+            if len(line) >= 16 and "-----" not in line:
+                out[f"coinbase.private_key line {i}{label}"] = line
+    out["coinbase-exchange.api_secret (the wrong one)"] = _wrong_exchange_secret()
     return out
 
 

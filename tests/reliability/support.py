@@ -248,3 +248,12 @@ def decode_avro(records: list) -> list:
     """(topic, decoded record) of Avro values."""
     reader = AvroReader()
     return [(topic, reader.decode(value)) for topic, _, value, _ in records]
+
+
+def journal_events(path: Path) -> list[dict]:
+    """The complete lines of an emulator's journal (see :mod:`tickpipe.demo.journals`)."""
+    from tickpipe.demo.journals import JournalTail
+
+    tail = JournalTail(path)
+    tail.read()
+    return tail.lines
