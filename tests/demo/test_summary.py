@@ -55,15 +55,18 @@ def test_faults_after_the_freeze_and_detections_after_the_thaw_are_left_out(tmp_
 
 
 def test_unscored_kinds_show_what_was_injected_and_a_silent_provider_is_named(tmp_path):
-    prophit = ProviderState("marketprophit", journal(tmp_path, "marketprophit", [
-        {"ts_ns": 10, "event": "sent", "conn": 1, "ids": {"path": "p", "ticker": "AAPL"}},
-        {"ts_ns": 20, "event": "fault", "conn": 1, "fault": "drop", "ids": [{"path": "p", "ticker": "AAPL"}]},
-        {"ts_ns": 30, "event": "fault", "conn": 1, "fault": "drop", "ids": [{"path": "p", "ticker": "AAPL"}]}]))
-    result = summary.build([prophit], CleanTopics(), FREEZE, THAW, seconds=1, bootstrap="b", run_dir="r",
+    """Financefeast's prices carry no id: drops (if someone injects them) are shown, not scored."""
+    def price(ts: int, event: str, **extra) -> dict:
+        ids = {"kind": "price", "instrument": "AIR.NZ", "event_ns": ts}
+        return {"ts_ns": ts, "event": event, "conn": 1, **extra, "ids": [ids] if event == "fault" else ids}
+
+    feed = ProviderState("financefeast", journal(tmp_path, "financefeast", [
+        price(10, "sent"), price(20, "fault", fault="drop"), price(30, "fault", fault="drop"), price(40, "sent")]))
+    result = summary.build([feed], CleanTopics(), FREEZE, THAW, seconds=1, bootstrap="b", run_dir="r",
                            skipped={"schwab": "no normalizer"}, exit_codes={})
-    gaps = result["providers"]["marketprophit"]["anomalies"]["by_kind"]["GAP"]
+    gaps = result["providers"]["financefeast"]["anomalies"]["by_kind"]["GAP"]
     assert gaps == {"injected": 2, "detected": 0, "scored": False, "equal": None}
     assert result["totals"]["injected"]["GAP"] == 0 and result["totals"]["all_equal"] is True
-    assert result["totals"]["without_data"] == ["marketprophit"]
+    assert result["totals"]["without_data"] == ["financefeast"]
     text = summary.render(result)
-    assert "2/-" in text and "NO DATA from marketprophit" in text and "skipped schwab: no normalizer" in text
+    assert "2/-" in text and "NO DATA from financefeast" in text and "skipped schwab: no normalizer" in text

@@ -16,8 +16,7 @@ once at the provider's scoring counter (:mod:`tickpipe.demo.scoring` says which 
   engine-wide, so the trades made while disconnected would be real but unjournaled gaps;
 * no stalls, auth failures, token expiry or slow-client faults: they change timing and
   session counts, not sequences, and would make the RESET count depend on timing;
-* Financefeast gets no drops (no id shows one); Market Prophit gets every kind although
-  only its dead letters and resets can be detected (the summary says so).
+* Financefeast gets no drops (no id shows one, so the summary does not score them).
 """
 
 from __future__ import annotations

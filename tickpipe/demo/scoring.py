@@ -9,6 +9,8 @@ which messages are faultable and what their journal ``ids`` hold):
 | alpaca | ``trade_id`` (instrument) | message kind (only trades are faultable) + instrument |
 | tdameritrade, schwab | ``seq`` (instrument) | service + instrument |
 | coinbase-exchange | ``trade_id`` (instrument); swaps and repeats at ``sequence`` | message kind + instrument |
+| financefeast | ``event_time`` (instrument): no drops injected | instrument |
+| marketprophit | ``sequence`` (instrument), from the stream's ``ts`` cadence | path + ticker |
 
 What a consumer can see of the journal (up to the moment the feeds were frozen):
 
@@ -75,9 +77,9 @@ SCORING: dict[str, ScoringCounter] = {
     "financefeast": ScoringCounter("event_time", "instrument", ("instrument",), "event_ns",
                                    kinds=("OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"),
                                    note="no ids in the feed: a dropped price is invisible, so none is injected"),
-    "marketprophit": ScoringCounter("ts", "instrument", ("path", "ticker"), kinds=("DLQ", "RESET"),
-                                    note="the integrity stage checks no counter of this feed (its policy): "
-                                         "drops, swaps and repeats are injected but cannot be detected"),
+    # each (path, ticker) stream's ts advances by exactly its cadence: the normalizer turns it
+    # into a contiguous per-instrument sequence
+    "marketprophit": ScoringCounter("sequence", "instrument", ("path", "ticker"), "event_ns"),
 }
 
 
