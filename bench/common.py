@@ -295,8 +295,8 @@ class TopicCounter:
     """Counts the records of some topics by reading them (Tansu's ListOffsets answers the base
     offset of the last batch, not the high watermark, so end offsets cannot count records)."""
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str], on_record=None) -> None:
-        self.kafka, self.topics, self.on_record = kafka, topics, on_record
+    def __init__(self, kafka: KafkaSettings, topics: list[str], on_record=None, fetch_max_wait_ms: int = 100) -> None:
+        self.kafka, self.topics, self.on_record, self.fetch_max_wait_ms = kafka, topics, on_record, fetch_max_wait_ms
         self.count = 0
         self._consumer = None
         self._task: asyncio.Task | None = None
@@ -306,7 +306,8 @@ class TopicCounter:
 
         self._consumer = AIOKafkaConsumer(*self.topics, **client_kwargs(self.kafka), group_id=None,
                                           auto_offset_reset="earliest", fetch_max_bytes=64 << 20,
-                                          max_partition_fetch_bytes=16 << 20, fetch_max_wait_ms=100)
+                                          max_partition_fetch_bytes=16 << 20,
+                                          fetch_max_wait_ms=self.fetch_max_wait_ms)
         await self._consumer.start()
         self._task = asyncio.ensure_future(self._read())
         return self

@@ -57,8 +57,10 @@ async def run(rate: float, seconds: float, warmup: float, settings: dict[str, st
         children = []
         try:
             children.append(common.processor(broker, prefix, **settings))
-            async with common.TopicCounter(kafka, [tick_topic("trade", prefix)], on_record=on_tick) as ticks, \
-                    common.TopicCounter(kafka, [raw_topic(common.PROVIDER, prefix)], on_record=on_raw) as raws:
+            async with common.TopicCounter(kafka, [tick_topic("trade", prefix)], on_record=on_tick,
+                                          fetch_max_wait_ms=5) as ticks, \
+                    common.TopicCounter(kafka, [raw_topic(common.PROVIDER, prefix)], on_record=on_raw,
+                                          fetch_max_wait_ms=5) as raws:
                 emulator = common.emulator(broker, rate)
                 children.append(emulator)
                 children.append(common.producer(broker, prefix, f"ws://127.0.0.1:{emulator.ready['port']}/ws",

@@ -41,7 +41,8 @@ async def measure_output(kafka, topic: str, total: int, start_child, timeout: fl
     return result
 
 
-async def one_round(broker, frames: int, conns: int, timeout: float, r: int, profile: str | None) -> tuple[dict, dict, int]:
+async def one_round(broker, frames: int, conns: int, timeout: float, r: int, profile: str | None,
+                    settings: dict[str, str], skip_baseline: bool = False) -> tuple[dict, dict, int]:
     """Load a fresh raw topic; the pass-through, then the processor, each read all of it."""
     prefix = common.new_prefix(f"proc{r}")
     kafka = broker.kafka(prefix)
@@ -50,12 +51,12 @@ async def one_round(broker, frames: int, conns: int, timeout: float, r: int, pro
     records = common.raw_frames(frames, common.connection_ids(conns))
     load_s = await common.preload(kafka, source, records)
     common.say(f"round {r + 1}: loaded {len(records)} raw records in {load_s:.1f}s ({len(records) / load_s:.0f}/s)")
-    base = await measure_output(kafka, sink, len(records), lambda: common.child(
+    base = {"rate_per_s": 0.0} if skip_baseline else await measure_output(kafka, sink, len(records), lambda: common.child(
         ["-m", "bench.baselines", "passthrough", "--bootstrap", broker.bootstrap, "--source", source,
          "--sink", sink, "--group", f"{prefix}passthrough"], f"passthrough-{r}", {}), timeout)
     common.say(f"round {r + 1}: pass-through {base}")
     proc = await measure_output(kafka, tick_topic("trade", prefix), frames,
-                                lambda: common.processor(broker, prefix, f"processor-{r}"), timeout, profile)
+                                lambda: common.processor(broker, prefix, f"processor-{r}", **settings), timeout, profile)
     common.say(f"round {r + 1}: processor {proc}")
     async with common.TopicCounter(kafka, [dlq_topic(common.PROVIDER, prefix)]) as dlq:
         await asyncio.sleep(1.0)
@@ -63,11 +64,12 @@ async def one_round(broker, frames: int, conns: int, timeout: float, r: int, pro
     return base, proc, dead
 
 
-async def run(frames: int, conns: int, rounds: int, timeout: float, profile: str | None = None) -> dict:
+async def run(frames: int, conns: int, rounds: int, timeout: float, profile: str | None = None,
+              settings: dict[str, str] | None = None, skip_baseline: bool = False) -> dict:
     baselines, processed, dead = [], [], 0
     with common.broker() as broker:
         for r in range(rounds):
-            base, proc, d = await one_round(broker, frames, conns, timeout, r, profile)
+            base, proc, d = await one_round(broker, frames, conns, timeout, r, profile, settings or {}, skip_baseline)
             baselines.append(base)
             processed.append(proc)
             dead += d
@@ -77,7 +79,7 @@ async def run(frames: int, conns: int, rounds: int, timeout: float, profile: str
             "ratio": figure, "target": TARGET, "met": figure >= TARGET and all(p["complete"] for p in processed),
             "processor_frames_per_s": statistics.median(p["rate_per_s"] for p in processed),
             "passthrough_frames_per_s": statistics.median(b["rate_per_s"] for b in baselines),
-            "ratios": ratios, "dead_letters": dead, "processor": processed, "passthrough": baselines}
+            "ratios": ratios, "dead_letters": dead, "settings": settings or {}, "processor": processed, "passthrough": baselines}
 
 
 def main(argv=None) -> None:
@@ -87,8 +89,13 @@ def main(argv=None) -> None:
     parser.add_argument("--rounds", type=int, default=1, help="pass-through/processor pairs; the median ratio counts")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds allowed per measured run")
     parser.add_argument("--profile", metavar="FILE", help="py-spy the processor into FILE (collapsed stacks)")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a TICKPIPE_* setting for the processor (repeatable); none by default")
+    parser.add_argument("--skip-baseline", action="store_true", help="processor only (profiling; no figure)")
     args = parser.parse_args(argv)
-    common.emit(asyncio.run(run(args.frames, args.conns, args.rounds, args.timeout, args.profile)))
+    settings = dict(item.split("=", 1) for item in args.setting)
+    common.emit(asyncio.run(run(args.frames, args.conns, args.rounds, args.timeout, args.profile, settings,
+                                args.skip_baseline)))
 
 
 if __name__ == "__main__":

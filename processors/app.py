@@ -40,6 +40,9 @@ class ProcessorSettings:
     heartbeat_interval_s: float = setting(3.0, minimum=0.1, help="consumer group heartbeat interval (tests: 1)")
     commit_interval_s: float = setting(1.0, minimum=0.1, help="how often acked offsets are committed")
     tick_interval_s: float = setting(1.0, minimum=0.05, help="how often time-based checks run (integrity windows, staleness)")
+    fetch_max_wait_ms: int = setting(100, minimum=1, help="longest a consumer fetch waits for data (Faust fixes 1500; "
+                                                            "a broker that holds every fetch that long, like Tansu, "
+                                                            "adds it to the tick latency)")
     auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
                                      help="where a new consumer group starts in the raw topics")
     data_dir: str = setting("", help="Faust data directory (default: a temporary directory)")
@@ -87,6 +90,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         consumer_auto_offset_reset=settings.auto_offset_reset,
         web_enabled=False,
     )
+    _limit_fetch_wait(app, settings.fetch_max_wait_ms)
     encoder = encoder or AvroEncoder()
     overrides = settings.normalizer_overrides()
     app.tickpipe_processors = {}
@@ -111,6 +115,22 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
 
     app.on_partitions_revoked.connect(forget_moved_state)
     return app
+
+
+def _limit_fetch_wait(app, fetch_max_wait_ms: int) -> None:
+    """Faust builds its worker consumer with ``fetch_max_wait_ms=1500`` (no setting): set ours on
+    the aiokafka consumer before it starts (it reads the value when it builds its fetcher)."""
+    thread = getattr(app.consumer, "_thread", None)
+    create = getattr(thread, "_create_worker_consumer", None)
+    if create is None:  # another Faust driver: keep its own wait
+        return
+
+    def create_with_our_wait(transport):
+        consumer = create(transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms
+        return consumer
+
+    thread._create_worker_consumer = create_with_our_wait
 
 
 def state_table_name(provider: str) -> str:
