@@ -23,6 +23,7 @@ PROCESSOR_ENV = {"TICKPIPE_PROCESSOR_SESSION_TIMEOUT_S": "6", "TICKPIPE_PROCESSO
                  # a held record waits this long for a late one; wide, as on a busy 2-core laptop the
                  # processor may lag the feed by more than the 500 ms default
                  "TICKPIPE_INTEGRITY_REORDER_WINDOW_MS": "1000"}
+KEPT_KAFKA_ENV = ("TICKPIPE_KAFKA_TOPIC_PREFIX", "TICKPIPE_KAFKA_CLIENT_ID")
 PRODUCER_DEFAULTS = {"TICKPIPE_PRODUCER_UNSUBSCRIBE_TIMEOUT_S": "0.5", "TICKPIPE_PRODUCER_BACKOFF_INITIAL_S": "0.2",
                      "TICKPIPE_PRODUCER_LINGER_MS": "5"}
 
@@ -43,8 +44,12 @@ class Cast:
         return {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "TICKPIPE_OPS_HOST": "127.0.0.1"}
 
     def _child(self, name: str, args: list[str], env: dict[str, str], ready_timeout: float = 30.0) -> Child:
-        return Child(tickpipe_command(*args), name, self.run_dir / f"{name}.log", env={**self._base_env(), **env},
-                     ready_timeout=ready_timeout, own_process_group=True)
+        child = Child(tickpipe_command(*args), name, self.run_dir / f"{name}.log", ready_timeout=ready_timeout,
+                      own_process_group=True)
+        for key in [k for k in child.env if k.startswith("TICKPIPE_KAFKA_") and k not in KEPT_KAFKA_ENV]:
+            del child.env[key]              # the embedded broker speaks plaintext, whatever the shell has set
+        child.env.update({**self._base_env(), **env})
+        return child
 
     def journal(self, provider: str) -> Path:
         return self.run_dir / f"emulate-{provider}.journal"

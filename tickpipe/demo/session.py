@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tickpipe.demo.children import PROCESSOR_ENV, Cast
 from tickpipe.demo.live import KindRates, ProviderState, row
 from tickpipe.demo.scrape import scrape
 from tickpipe.demo.view import Screen, Snapshot
+from tickpipe.kafka import KafkaSettings
 from tickpipe.logs import get_logger
 
 log = get_logger("tickpipe.demo")
@@ -71,7 +72,9 @@ class DemoSession:
         from tickpipe.demo.observer import Observer
         from tickpipe.topics import raw_topic
 
-        self.kafka = replace(self.base_kafka, bootstrap_servers=broker.bootstrap_servers)
+        base = self.base_kafka     # the embedded broker speaks plaintext: only the names carry over
+        self.kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, topic_prefix=base.topic_prefix,
+                                   client_id=base.client_id)
         await declare_topics(self.kafka, self.topic_settings)
         self.cast = Cast(self.o.run_dir, broker.bootstrap_servers, self.o.rate, self.o.seed)
         try:
