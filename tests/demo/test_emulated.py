@@ -27,3 +27,16 @@ def test_every_provider_has_an_entry_and_emulator_settings_are_their_own_section
     assert set(PRODUCER_ENV) == set(PROVIDERS)
     for provider in PROVIDERS:
         assert all(k.startswith(f"TICKPIPE_EMULATOR_{section_name(provider).upper()}_") for k in emulator_env(provider))
+
+
+def test_children_get_the_embedded_broker_and_none_of_the_shells_kafka_security(tmp_path, monkeypatch):
+    from tickpipe.demo.children import Cast
+
+    monkeypatch.setenv("TICKPIPE_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TICKPIPE_KAFKA_SASL_PASSWORD", "from-the-shell")
+    monkeypatch.setenv("TICKPIPE_KAFKA_TOPIC_PREFIX", "demo.")
+    child = Cast(tmp_path, "127.0.0.1:9999", rate=5, seed=1)._child("produce-alpaca", ["produce", "alpaca"],
+                                                                   producer_env("alpaca", 1234))
+    kafka = {k: v for k, v in child.env.items() if k.startswith("TICKPIPE_KAFKA_")}
+    assert kafka == {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9999", "TICKPIPE_KAFKA_TOPIC_PREFIX": "demo."}
+    assert child.env["TICKPIPE_ALPACA_URL"] == "ws://127.0.0.1:1234" and child.own_process_group
