@@ -31,6 +31,7 @@ from tickpipe.processors.integrity.trackers import (
 from tickpipe.processors.records import ALERT_KIND, SCOPE_CONNECTION, SCOPE_INSTRUMENT, Record
 
 MARK_KIND = "sequence_mark"
+OUTAGE_GAP = "across a reconnect: sent while the connection was down"
 ORIGIN_FIELDS = ("recv_time", "conn", "session", "frame_seq", "frame_index")
 
 
@@ -82,6 +83,7 @@ class ConnectionIntegrity:
         self.last_recv_ns: int | None = None
         self.stale_reported = False
         self.instrument_seen: dict[str, int] = {}
+        self.outage_gaps: dict[str, int] = {}    # counter key -> first value missed across the last reconnect
         self.books: dict[str, str] = {}          # provider symbol -> channel of the books this connection carries
 
     # ----- entry points -----
@@ -129,7 +131,7 @@ class ConnectionIntegrity:
         return {"producer": self.producer.snapshot(), "connection": self.connection.snapshot(_frame_to_json),
                 "records": records, "session": self.session, "session_up": self.session_up,
                 "last_recv_ns": self.last_recv_ns, "stale_reported": self.stale_reported,
-                "instrument_seen": self.instrument_seen, "books": self.books}
+                "instrument_seen": self.instrument_seen, "books": self.books, "outage_gaps": self.outage_gaps}
 
     def restore(self, state: dict[str, Any]) -> "ConnectionIntegrity":
         window = dict(window_items=self.settings.reorder_window_items, window_ns=self.settings.reorder_window_ms * 1_000_000)
@@ -143,6 +145,7 @@ class ConnectionIntegrity:
         self.last_recv_ns, self.stale_reported = state["last_recv_ns"], state["stale_reported"]
         self.instrument_seen = dict(state["instrument_seen"])
         self.books = dict(state.get("books", {}))
+        self.outage_gaps = dict(state.get("outage_gaps", {}))
         return self
 
     # ----- sessions -----
@@ -155,6 +158,9 @@ class ConnectionIntegrity:
                                           detail=f"new session {raw.session} after {self.session}"))
             if not self.policy.counters_survive_reconnect:
                 self.records.clear()
+            else:  # the next hole in these counters spans the outage: messages sent while we were away
+                self.outage_gaps = {key: t.expected for key, t in self.records.items()
+                                    if isinstance(t, ContiguousTracker) and t.expected is not None}
         window_ns = self.settings.reorder_window_ms * 1_000_000
         self.connection = ContiguousTracker(self.settings.reorder_window_items, window_ns,
                                             start=self.policy.connection_counter_start)
@@ -211,8 +217,20 @@ class ConnectionIntegrity:
         stage, _kind, channel, _symbol = key.split("|", 3)
         sample = current or (step.released[0] if step.released else None)
         self._alerts(out, step.findings, "instrument", stage, raw, sample, channel=channel or None)
+        if key in self.outage_gaps and step.findings:
+            self._mark_outage_gap(out, key, step.findings)
         for record in step.released:
             self._pass(out, record, raw, next_check if next_check is not None else self._index_after(record, key))
+
+    def _mark_outage_gap(self, out: Emission, key: str, findings: list[Finding]) -> None:
+        """A counter that survives reconnects skipped the values sent while we were disconnected:
+        still a GAP (data we never got), labelled so it is not taken for loss on a live connection."""
+        start = self.outage_gaps[key]
+        for finding, alert in zip(findings, out.alerts[-len(findings):]):
+            if finding.kind == "gap" and finding.first == start:
+                alert["detail"] = OUTAGE_GAP
+                del self.outage_gaps[key]
+                return
 
     def _index_after(self, record: Record, key: str) -> int:
         return [c[0] for c in self._checks_for(record)].index(key) + 1

@@ -16,6 +16,28 @@ def price(i: int) -> str:
     return PRICE.replace("09:35:5%d", f"10:{i // 60:02d}:{i % 60:02d}") % (f"3.{i:04d}", str(i + 1), "NZB.NZ")
 
 
+async def wait_for_saved_state(kafka_settings, expected_next_seq: int, timeout: float = 30.0) -> None:
+    """Until the state table's changelog holds the connection's state after every frame."""
+    import orjson
+    from aiokafka import AIOKafkaConsumer
+
+    from tickpipe.kafka import client_kwargs
+
+    topic = f"proc-{kafka_settings.topic_prefix}-integrity-financefeast-changelog"
+    consumer = AIOKafkaConsumer(topic, **client_kwargs(kafka_settings), group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                for message in batch:
+                    if orjson.loads(message.value)["producer"]["expected"] == expected_next_seq:
+                        return
+        raise AssertionError(f"the integrity state was not saved within {timeout:.0f}s")
+    finally:
+        await consumer.stop()
+
+
 def test_sigkilled_worker_resumes_without_duplicates_or_false_alerts(kafka_settings, tmp_path):
     prefix = kafka_settings.topic_prefix
     trades, alerts = tick_topic("trade", prefix), alerts_topic(prefix)
@@ -27,7 +49,7 @@ def test_sigkilled_worker_resumes_without_duplicates_or_false_alerts(kafka_setti
         asyncio.run(produce(kafka_settings, raw_topic("financefeast", prefix), frames))
         got = asyncio.run(consume(kafka_settings, [trades], want=100))
         assert len(got) == 100
-        time.sleep(1.5)                                          # the state table's changelog is written
+        asyncio.run(wait_for_saved_state(kafka_settings, expected_next_seq=102))
         first.process.kill()
         first.process.wait(10)
     second = process_child(kafka_settings, tmp_path, "worker-2")
