@@ -53,6 +53,7 @@ class Observer:
         self.seen = CleanTopics()
         self.consumer = None
         self.caught_up = asyncio.Event()
+        self.latency_before_ns: int | None = None   # frames received from then on (the wind-down) are not timed
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -101,7 +102,7 @@ class Observer:
             provider = record.get("provider") or "?"
             seen.ticks[(provider, record.kind)] += 1
             recv = record.get("recv_time")
-            if isinstance(recv, int) and recv > 0:
+            if isinstance(recv, int) and recv > 0 and (self.latency_before_ns is None or recv < self.latency_before_ns):
                 ms = (now_ns - recv) / 1e6
                 seen.latency(provider).add(ms)
                 seen.recent_ms[provider].append(ms)

@@ -154,6 +154,7 @@ class DemoSession:
         self.cast.freeze_feeds()
         await asyncio.sleep(0.05)
         self.cutoff_ns = time.time_ns()          # every journal line up to here was sent before the freeze
+        self.observer.latency_before_ns = self.cutoff_ns
         await self._drain(settle=SETTLE_S, limit=20.0)
         self._mark("drain")
         self.phase = "stopping: feeds"
