@@ -132,3 +132,11 @@ def test_an_initial_ticker_repeating_the_last_one_is_an_expected_duplicate():
     assert (seen["DUPLICATE"], seen["FEED_REPEAT"]) == (0, 1)
     row = compare(seen, Counter({"DUPLICATE": 1}))["by_kind"]["DUPLICATE"]
     assert row == {"injected": 0, "detected": 1, "scored": True, "equal": True, "feed_repeats": 1}
+
+
+def test_a_gap_across_a_reconnect_is_not_taken_for_an_injected_drop():
+    from tickpipe.processors.integrity.stage import OUTAGE_GAP
+
+    outage = {**alert("GAP", "trade_id", missing=7), "detail": OUTAGE_GAP}   # sent while we were disconnected
+    got = detected_anomalies([outage, alert("GAP", "trade_id", missing=1)], 0, SCORING["coinbase-exchange"])
+    assert got["GAP"] == 1
