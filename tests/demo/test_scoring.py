@@ -125,13 +125,15 @@ def test_an_initial_ticker_repeating_the_last_one_is_an_expected_duplicate():
         return {"event": "sent", "conn": 1, "ids": {"kind": kind, "instrument": "BTC-USD", "product_seq": seq,
                                                     "trade_id": seq - 100}}
 
-    lines = [ticker("ticker_initial", 150),                 # the first subscribe: nothing to repeat
+    lines = [ticker("ticker_initial", 150), ticker("last_match", 150),  # the first subscribe: nothing to repeat
              ticker("ticker", 151), ticker("ticker", 152), ticker("ticker_initial", 152),   # a resync: a repeat
-             ticker("ticker", 153), ticker("ticker_initial", 154)]                           # newer: no repeat
+             ticker("last_match", 152),                     # a last match is checked apart: first of its kind
+             ticker("ticker", 153), ticker("ticker_initial", 154),                          # newer: no repeat
+             ticker("last_match", 152)]                     # a reconnect, no trade since: repeats the last one
     seen = visible_faults(lines, exchange)
-    assert (seen["DUPLICATE"], seen["FEED_REPEAT"]) == (0, 1)
-    row = compare(seen, Counter({"DUPLICATE": 1}))["by_kind"]["DUPLICATE"]
-    assert row == {"injected": 0, "detected": 1, "scored": True, "equal": True, "feed_repeats": 1}
+    assert (seen["DUPLICATE"], seen["FEED_REPEAT"]) == (0, 2)
+    row = compare(seen, Counter({"DUPLICATE": 2}))["by_kind"]["DUPLICATE"]
+    assert row == {"injected": 0, "detected": 2, "scored": True, "equal": True, "feed_repeats": 2}
 
 
 def test_a_gap_across_a_reconnect_is_not_taken_for_an_injected_drop():

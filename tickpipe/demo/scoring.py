@@ -21,9 +21,9 @@ What a consumer can see of the journal (up to the moment the feeds were frozen):
 * reorder -> OUT_OF_ORDER, if both swapped messages have the same scope (also right after a
   drop: the trackers remember which held value overtook which);
 * duplicate -> DUPLICATE, always; malformed -> one dead letter, always;
-* not injected but a repeat all the same: the Exchange's initial ticker after a (re)subscribe
-  (a resync) repeats the last ticker's sequence -> DUPLICATE (``FEED_REPEAT``: expected
-  besides the injected ones);
+* not injected but a repeat all the same: the Exchange's initial ticker and last match after a
+  (re)subscribe (a resync, a reconnect) repeat a sequence already seen when no trade came in
+  between -> DUPLICATE (``FEED_REPEAT``: expected besides the injected ones);
 * disconnect -> RESET, if the emulator later sent data on a new connection.
 
 Detected: GAP ``missing_count`` summed, OUT_OF_ORDER / DUPLICATE alerts counted, at the
@@ -56,7 +56,8 @@ class ScoringCounter:
     note: str = ""                     # why some kinds are not scored
     first_check: tuple[tuple[str, str], ...] = ()   # (kind, counter): a check that runs first sees it
     order_only: frozenset[str] = frozenset()        # journal ids "kind"s checked for order, never for gaps
-    replays: tuple[tuple[str, str, str], ...] = ()  # (kind, of kind, ids field): a message repeating a value
+    snapshots: tuple[tuple[str, str], ...] = ()     # (kind sent on every subscribe, kind whose check it shares)
+    snapshot_field: str = ""                        # the journal ids field that check compares
 
     def counter_for(self, kind: str) -> str:
         return dict(self.first_check).get(kind, self.counter)
@@ -72,8 +73,8 @@ SCORING: dict[str, ScoringCounter] = {
     # (matches) have their ids checked for gaps, a ticker is a level-one record
     "coinbase-exchange": ScoringCounter("trade_id", "instrument", ("kind", "instrument"), "trade_id",
                                         first_check=(("DUPLICATE", "sequence"), ("OUT_OF_ORDER", "sequence")),
-                                        order_only=frozenset({"ticker"}),
-                                        replays=(("ticker_initial", "ticker", "product_seq"),)),
+                                        order_only=frozenset({"ticker"}), snapshot_field="product_seq",
+                                        snapshots=(("ticker_initial", "ticker"), ("last_match", "last_match"))),
     "financefeast": ScoringCounter("event_time", "instrument", ("instrument",), "event_ns",
                                    kinds=("OUT_OF_ORDER", "DUPLICATE", "DLQ", "RESET"),
                                    note="no ids in the feed: a dropped price is invisible, so none is injected"),
@@ -112,21 +113,10 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
                 any(p > pos and v is not None and v > value for p, v in values))
 
     out, disconnected = Counter(), set()
-    replays = {kind: (of, key) for kind, of, key in rule.replays}
-    last_value: dict[tuple, object] = {}     # (kind, instrument, field) -> the latest value sent (any connection:
-                                             # the Exchange's checks survive reconnects)
+    out["FEED_REPEAT"] = feed_repeats(lines, rule)
     for pos, line in enumerate(lines):
         kind, conn = fault_kind(line), line.get("conn")
         ids = line.get("ids") or [{}]
-        if replays and line.get("event") == "sent" and isinstance(line.get("ids"), dict):
-            sent_ids = line["ids"]
-            for field, value in ((key, sent_ids.get(key)) for _of, key in replays.values()):
-                last_value[(sent_ids.get("kind"), sent_ids.get("instrument"), field)] = value
-            if sent_ids.get("kind") in replays:
-                of, key = replays[sent_ids["kind"]]
-                value = sent_ids.get(key)
-                if value is not None and last_value.get((of, sent_ids.get("instrument"), key)) == value:
-                    out["FEED_REPEAT"] += 1
         if kind == "drop":
             before, after = around(pos, conn, ids[0])
             if after and (before or rule.known_start) and ids[0].get("kind") not in rule.order_only:
@@ -143,6 +133,31 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
             if any(p > pos and c != conn for p, c in data_conns):
                 out["RESET"] += 1
     return out
+
+
+def feed_repeats(lines: list[dict], rule: ScoringCounter, recent_size: int = 64) -> int:
+    """Snapshots the feed sends on a (re)subscribe that repeat a value their check has seen among
+    its last ``recent_size`` (as the integrity stage's order-only trackers remember): the
+    Exchange's initial ticker and last match after a resync or a reconnect. Any connection:
+    the Exchange's checks survive reconnects."""
+    group = {of: of for _snap, of in rule.snapshots} | dict(rule.snapshots)
+    snapshot_kinds = {snap for snap, _of in rule.snapshots}
+    recent: dict[tuple, list] = {}
+    repeats = 0
+    for line in lines:
+        ids = line.get("ids")
+        if line.get("event") != "sent" or not isinstance(ids, dict) or ids.get("kind") not in group:
+            continue
+        value = ids.get(rule.snapshot_field)
+        if value is None:
+            continue
+        seen = recent.setdefault((group[ids["kind"]], ids.get("instrument")), [])
+        if value in seen:                        # a repeat: the check drops it and does not remember it again
+            repeats += ids["kind"] in snapshot_kinds
+            continue
+        seen.append(value)
+        del seen[:-recent_size]
+    return repeats
 
 
 def injected_anomalies(lines: list[dict], rule: ScoringCounter) -> Counter:
