@@ -60,14 +60,14 @@ async def receive(args) -> None:
         warm_until = time.monotonic() + args.warmup
         while time.monotonic() < warm_until:
             await ws.recv()
-        frames, started = 0, time.monotonic()
+        frames, started, cpu = 0, time.monotonic(), time.process_time()
         until = started + args.seconds
         while time.monotonic() < until:
             await ws.recv()
             frames += 1
-        elapsed = time.monotonic() - started
-    print(json.dumps({"frames": frames, "seconds": round(elapsed, 3), "rate_per_s": round(frames / elapsed, 1)}),
-          flush=True)
+        elapsed, cpu = time.monotonic() - started, time.process_time() - cpu
+    print(json.dumps({"frames": frames, "seconds": round(elapsed, 3), "rate_per_s": round(frames / elapsed, 1),
+                      "cpu_utilisation": round(cpu / elapsed, 2)}), flush=True)
 
 
 def main(argv=None) -> None:
