@@ -12,9 +12,9 @@ once at the provider's scoring counter (:mod:`tickpipe.demo.scoring` says which 
 * malformed (0.5 %) inserts garbage frames, each of which becomes exactly one dead letter;
 * disconnect_every=20 with close code 1011: an orderly close the emulator also registers
   (Alpaca allows one connection per account, so after a bare TCP drop the reconnect could be
-  refused); every reconnect is one RESET. The Exchange's trade ids run on across a
-  reconnect: the trades made while disconnected are a GAP the integrity stage labels as
-  such, not taken for a drop;
+  refused); every reconnect is one RESET. Not for coinbase-exchange: its trade ids run on
+  across a reconnect, and a drop of the first trade after one is not told apart from the
+  trades missed while disconnected the same way by the integrity stage and by the journal;
 * no stalls, auth failures, token expiry or slow-client faults: they change timing and
   session counts, not sequences, and would make the RESET count depend on timing;
 * Financefeast gets no drops (no id shows one, so the summary does not score them).
@@ -30,7 +30,7 @@ FAULT_MIX: dict[str, str] = {
     "tdameritrade": f"{MESSAGE_FAULTS},{DISCONNECTS}",
     "schwab": f"{MESSAGE_FAULTS},{DISCONNECTS}",
     "coinbase": f"{MESSAGE_FAULTS},{DISCONNECTS}",
-    "coinbase-exchange": f"{MESSAGE_FAULTS},{DISCONNECTS}",
+    "coinbase-exchange": MESSAGE_FAULTS,
     "financefeast": f"reorder=0.01,duplicate=0.01,malformed=0.005,{DISCONNECTS}",   # no ids: a drop is invisible
     "marketprophit": f"{MESSAGE_FAULTS},{DISCONNECTS}",
 }
