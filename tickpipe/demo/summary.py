@@ -86,8 +86,8 @@ def render(summary: dict) -> str:
     for name, p in summary["providers"].items():
         repeats = p["anomalies"].get("by_kind", {}).get("DUPLICATE", {}).get("feed_repeats")
         if repeats:
-            out.append(f"{name}: {repeats} more duplicate(s) sent by the feed itself, as expected (the initial "
-                       f"ticker of a resubscribe after a gap repeats the last one): shown as +{repeats}")
+            out.append(f"{name}: {repeats} more duplicate(s) sent by the feed itself, as expected (a resubscribe "
+                       f"after a gap sends an initial ticker and last match that repeat ones already seen): +{repeats}")
         if p["anomalies"].get("note"):
             out.append(f"{name}: {p['anomalies']['note']} (-: not scored)")
     for provider, why in summary["skipped"].items():
