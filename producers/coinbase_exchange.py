@@ -113,7 +113,9 @@ class CoinbaseExchangeAdapter(FeedAdapter):
             return False
         wanted = {ACK_NAME.get(c, c): c for c in self.settings.channel_list() if c not in NO_PRODUCTS}
         channel = ACK_NAME.get(target.channel or "", target.channel)
-        channels = [wanted[channel]] if channel in wanted else list(wanted.values())
+        # the normalizer names a book's channel "level2" whether it came on level2 or level2_batch
+        family = [c for c in wanted.values() if target.channel and c.startswith(target.channel)]
+        channels = [wanted[channel]] if channel in wanted else (family or list(wanted.values()))
         products = [target.instrument] if target.instrument else list(self.settings.product_ids)
         await session.send(self._message("unsubscribe", channels, products))
         await session.send(self._message("subscribe", channels, products))

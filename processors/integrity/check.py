@@ -30,6 +30,8 @@ class IntegrityCheck:
         self.store = store
         self.metrics = IntegrityMetrics(provider)
         self._dirty: set[str] = set()
+        self._stream_ns: int | None = None   # newest receive time processed, and when (wall clock)
+        self._stream_wall = 0
 
     def check(self, result) -> None:
         raw = result.raw
@@ -39,6 +41,8 @@ class IntegrityCheck:
             saved = self.store.get(raw.conn.encode())
             if saved:
                 self.stage.connection(raw.conn).restore(orjson.loads(saved))
+        if self._stream_ns is None or raw.recv_ns > self._stream_ns:
+            self._stream_ns, self._stream_wall = raw.recv_ns, time.time_ns()
         records = result.records if result.dead_letter is None else []
         emission = self.stage.on_frame(raw, records, result.marks)
         self._apply(result, emission, replace=True)
@@ -59,7 +63,12 @@ class IntegrityCheck:
             self._dirty.clear()
 
     def tick(self, result, now_ns: int | None = None) -> None:
-        self._apply(result, self.stage.tick(now_ns if now_ns is not None else time.time_ns()))
+        """Windows close and silence counts in stream time: the newest receive time processed plus
+        the wall time since. A processor catching up on a backlog then closes no window early."""
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        if self._stream_ns is not None:
+            now_ns = min(now_ns, self._stream_ns + (time.time_ns() - self._stream_wall))
+        self._apply(result, self.stage.tick(now_ns))
 
     def finish(self, result) -> None:
         self._apply(result, self.stage.close())

@@ -200,3 +200,28 @@ def test_an_instrument_gap_resyncs_only_that_book():
     feed.send([full("BTC-USD", 12), full("ETH-USD", 51)])
     out = stage.close()
     assert [(r["instrument"], r["channel"]) for r in out.resyncs] == [("BTC-USD", "full")]
+
+
+def test_a_processor_catching_up_closes_no_window_early():
+    """Ticks run in stream time: records received long ago but processed just now are not expired."""
+    import time as clock
+
+    from tickpipe.processors.integrity.check import IntegrityCheck
+    from tickpipe.processors.pipeline import FrameResult
+
+    check = IntegrityCheck("coinbase", IntegritySettings(reorder_window_items=100, reorder_window_ms=500))
+    old = clock.time_ns() - 60 * 10**9                     # a backlog from a minute ago
+    results = []
+    for seq, (counter, trade_id) in enumerate([(0, 1), (2, 3)], start=1):
+        raw = RawRecord("coinbase", "c1", "s1", seq, old + seq * 1_000_000, b"{}")
+        result = FrameResult(raw, coinbase_frame(counter, trade("BTC-USD", trade_id, seq)))
+        check.check(result)
+        results.append(result)
+    ticked = FrameResult(None)
+    check.tick(ticked)                                     # wall clock is a minute ahead of the stream
+    assert ticked.alerts == [] and ticked.records == []    # sequence_num 1 may still come
+    late = FrameResult(RawRecord("coinbase", "c1", "s1", 3, old + 3_000_000, b"{}"),
+                       coinbase_frame(1, trade("BTC-USD", 2, 2)))
+    check.check(late)
+    assert [a["kind"] for a in late.alerts] == ["OUT_OF_ORDER"]
+    assert [r["trade_id"] for r in late.records] == ["2", "3"]

@@ -230,3 +230,21 @@ async def test_produce_command_keeps_secrets_out_of_logs(kafka_settings, tmp_pat
     assert acks(got)[0] == {"heartbeat": ["BTC-USD", "ETH-USD"], "level2": ["BTC-USD", "ETH-USD"]}
     text = log.read_text()
     assert PROVIDER in text and KEY not in text and SECRET not in text and PASSPHRASE not in text
+
+
+async def test_resync_of_a_level2_book_resubscribes_only_the_book_channel_it_came_on():
+    """The normalizer labels level2_batch books "level2": the resync must not resubscribe ticker and
+    matches too (their initial messages would repeat values already seen)."""
+    from tickpipe.producers.base import ResyncTarget
+    from tickpipe.producers.coinbase_exchange import CoinbaseExchangeAdapter, CoinbaseExchangeSettings
+
+    sent = []
+
+    class Recording:
+        async def send(self, text):
+            sent.append(json.loads(text))
+
+    adapter = CoinbaseExchangeAdapter(CoinbaseExchangeSettings())
+    assert await adapter.resync(Recording(), ResyncTarget(instrument="BTC-USD", channel="level2"))
+    assert [(m["type"], m["channels"], m["product_ids"]) for m in sent] == [
+        ("unsubscribe", ["level2_batch"], ["BTC-USD"]), ("subscribe", ["level2_batch"], ["BTC-USD"])]
