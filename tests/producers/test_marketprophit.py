@@ -99,8 +99,11 @@ async def test_reconnect_after_injected_disconnect_resubscribes_everything(kafka
 async def test_generation_b_subscription_records_data_events(kafka_settings, tmp_path):
     await declare(kafka_settings)
     async with emulator(tmp_path) as emu:
-        async with producing(producer(kafka_settings, emu, subscriptions=("market-prophit-sentiment",))):
+        p = producer(kafka_settings, emu, subscriptions=("market-prophit-sentiment",))
+        async with producing(p):
             await wait_for(lambda: emu.journal.counts.get("sent", 0) >= 10, what="10 data events sent")
+            # sent is not yet received on a loaded machine: wait until the producer recorded them
+            await wait_for(lambda: p.recorder.seq >= 7, what="the data events recorded")
     records = await read_raw(kafka_settings, "marketprophit", until_ends())
     events = [json.loads(r.payload) for r in records if r.kind == KIND_FRAME]
     assert len(events) >= 5 and {e[0] for e in events} == {"data"}
