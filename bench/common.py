@@ -1,4 +1,4 @@
-"""What every benchmark shares: the broker, child processes, raw frames, offset watching, results.
+"""What every benchmark shares: the broker, child processes, raw frames, counting records, results.
 
 Every figure is a ratio against a baseline measured in the same run on the same broker
 (these machines are noisy). Each benchmark prints progress lines on stderr and its figures
