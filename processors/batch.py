@@ -61,6 +61,9 @@ class BatchProcessor:
         self.topics[CONTROL_KIND] = control_topic(pipeline.provider, topic_prefix)
         self._batch_gauge = BATCH_SIZE.labels(pipeline.provider)
         self.retrying = False  # readiness: false while the broker refuses our records
+        # one batch or tick at a time: a tick saving state while a batch's outputs are still
+        # being delivered would vouch for frames whose records may never arrive
+        self._turn = asyncio.Lock()
 
     async def process(self, messages: Iterable[tuple[bytes | None, bytes | None, Any, Source]]) -> int:
         """Handle (key, value, headers, source) tuples and deliver every output; returns how many tuples.
@@ -68,6 +71,10 @@ class BatchProcessor:
         Delivery failures are retried (capped backoff) until the broker acknowledges: the
         caller acks the batch's offsets only after this returns.
         """
+        async with self._turn:
+            return await self._process(messages)
+
+    async def _process(self, messages) -> int:
         handle = self.pipeline.handle
         topics = self.topics
         outputs = []
@@ -79,13 +86,25 @@ class BatchProcessor:
         self._batch_gauge.set(count)
         await self._deliver_all(outputs)
         self._commit_state()
+        await self._flush_state()
         return count
 
     async def tick(self) -> None:
         """Deliver what the pipeline's checks release as time passes (held records, STALE)."""
-        result = self.pipeline.tick(time.time_ns())
-        await self._deliver_all([(self.topics[out.kind], out) for out in result.outputs])
-        self._commit_state()
+        async with self._turn:
+            result = self.pipeline.tick(time.time_ns())
+            await self._deliver_all([(self.topics[out.kind], out) for out in result.outputs])
+            self._commit_state()
+            await self._flush_state()
+
+    async def _flush_state(self) -> None:
+        """Send the state just saved now: the tables' changelog writes wait in the producer's
+        buffer otherwise, and a worker killed meanwhile leaves delivered outputs whose frames
+        its successor does not recognise when they are redelivered (duplicates downstream)."""
+        try:
+            await self.producer.flush()
+        except Exception as exc:
+            log.warning("state flush failed", provider=self.pipeline.provider, error=f"{type(exc).__name__}: {exc}")
 
     def _commit_state(self) -> None:
         """The normalizer and the checks save their state only once the outputs it vouches for

@@ -44,13 +44,13 @@ def emulator(provider: str, run_dir: Path, *, faults: str = "", seed: int = 1, r
 
 
 def producer(provider: str, emulator_port: int, run_dir: Path, bootstrap: str, *, prefix: str = "",
-             env: dict[str, str] | None = None, name: str | None = None) -> Child:
-    """``tickpipe produce <provider>`` pointed at an emulator on ``emulator_port`` (not started)."""
+             env: dict[str, str] | None = None, name: str | None = None, args=()) -> Child:
+    """``tickpipe produce <provider> [args]`` pointed at an emulator on ``emulator_port`` (not started)."""
     name = name or f"produce-{provider}"
     base = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": bootstrap, "TICKPIPE_KAFKA_TOPIC_PREFIX": prefix,
             "TICKPIPE_OPS_HOST": "127.0.0.1", **FAST_PRODUCER, **producer_env(provider, emulator_port)}
     merged = {**base, **(env or {})}
-    child = Child(tickpipe_command("produce", provider, "--ops-port", "0"), name, run_dir / f"{name}.log",
+    child = Child(tickpipe_command("produce", provider, "--ops-port", "0", *args), name, run_dir / f"{name}.log",
                   env={k: v for k, v in merged.items() if v is not None}, ready_timeout=30)
     for k in [k for k, v in merged.items() if v is None]:   # None: unset (also if set in this environment)
         child.env.pop(k, None)
@@ -169,8 +169,9 @@ class Rig:
         asyncio.run(declare_topics(self.kafka, TopicSettings(raw_partitions=2, tick_partitions=2)))
 
     def start_feeds(self, providers, *, faults: dict[str, str] | None = None, emulator_env=None, producer_env=None,
-                    rate: float = 50.0, seed: int = 1) -> None:
-        """An emulator per provider, then its producer (``*_env``: provider -> extra variables)."""
+                    rate: float = 50.0, seed: int = 1, producer_args=None) -> None:
+        """An emulator per provider, then its producer (``*_env``: provider -> extra variables,
+        ``producer_args``: provider -> extra arguments of ``tickpipe produce``)."""
         faults, emulator_env, producer_env = faults or {}, emulator_env or {}, producer_env or {}
         for i, p in enumerate(providers):
             self.emulators[p] = emulator(p, self.run_dir, faults=faults.get(p, ""), seed=seed + i, rate=rate,
@@ -178,7 +179,8 @@ class Rig:
         start_all(self.emulators[p] for p in providers)
         for p in providers:
             self.producers[p] = producer(p, int(self.emulators[p].ready["port"]), self.run_dir, self.kafka.bootstrap_servers,
-                                         prefix=self.kafka.topic_prefix, env={**self.env, **producer_env.get(p, {})})
+                                         prefix=self.kafka.topic_prefix, env={**self.env, **producer_env.get(p, {})},
+                                         args=(producer_args or {}).get(p, ()))
         start_all(self.producers[p] for p in providers)
 
     def worker(self, name: str, providers, env: dict[str, str] | None = None) -> Child:

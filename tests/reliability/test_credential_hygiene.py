@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.reliability import credentials
-from tests.reliability.support import Rig, decode_avro, http_get, read_topics, wait_until
+from tests.reliability.support import Rig, decode_avro, http_get, read_topics
 from tickpipe.envelope import KIND_FRAME
 from tickpipe.providers import PROVIDERS
 from tickpipe.topics import alerts_topic, dlq_topic, raw_topic

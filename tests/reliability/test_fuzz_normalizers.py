@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 
 import msgpack
@@ -238,7 +237,6 @@ BIG = 10 * 1024 * 1024
 def test_ten_megabyte_frames_are_dead_lettered_or_normalized_without_escaping(feed, corpus, figures):
     harness = Harness(feed, corpus[feed])
     seed = max(harness.seeds, key=lambda r: len(r.payload))
-    giant_string = json.dumps("x" * BIG)
     frames = {
         "garbage bytes": (os.urandom(BIG), True),
         "unterminated string": (b'{"type":"' + b"A" * BIG, True),
@@ -252,7 +250,6 @@ def test_ten_megabyte_frames_are_dead_lettered_or_normalized_without_escaping(fe
             frames[f"giant string at {path}"] = (dumps(replaced(doc, path, "x" * BIG), True), False)
     else:
         frames["giant msgpack string"] = (msgpack.packb([{"T": "t", "S": "x" * BIG}]), False)
-    assert giant_string
     for name, (payload, must) in frames.items():
         harness.feed(seed, payload, must_dead_letter=must or undecodable(payload, seed.content_type))
     figures["bad inputs tried (fuzzed frames through every normalizer)"] += len(frames)
@@ -268,7 +265,6 @@ def test_the_seed_frames_are_real_and_clean(feed, corpus):
         assert result.dead_letter is None, result.dead_letter["reason"]
         records += len(result.records)
     assert len(harness.seeds) >= 20 and records > 0
-    assert not math.isnan(records)
 
 
 def test_a_sequence_header_beyond_64_bits_is_an_envelope_dead_letter_not_a_crash():

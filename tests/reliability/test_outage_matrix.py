@@ -14,7 +14,6 @@ import pytest
 
 from tests.reliability import credentials
 from tests.reliability.support import Rig, decode_avro, journal_events, read_topics
-from tickpipe.demo.scoring import SCORING, visible_faults
 from tickpipe.providers import PROVIDERS
 from tickpipe.topics import alerts_topic
 
