@@ -102,7 +102,7 @@ async def produce_run(broker, url: str, seconds: float, warmup: float, name: str
             **loss_check(seqs, code, m1.get(DROPPED, 0.0))}
 
 
-async def run(seconds: float, warmup: float, rounds: int) -> dict:
+async def run(seconds: float, warmup: float, rounds: int, settings: dict[str, str] | None = None) -> dict:
     bare, produced = [], []
     with common.broker() as broker:
         emulator = common.emulator(broker, rate=0)
@@ -112,7 +112,7 @@ async def run(seconds: float, warmup: float, rounds: int) -> dict:
                 bare.append(bare_receive(url, seconds, warmup, f"receive-{r}"))
                 common.say(f"round {r + 1}: bare receive {bare[-1]}")
                 produced.append(await produce_run(broker, url, seconds, warmup, f"producer{r}",
-                                                  emulator.process.pid))
+                                                  emulator.process.pid, **(settings or {})))
                 common.say(f"round {r + 1}: producer {produced[-1]}")
         finally:
             emulator.stop()
@@ -123,7 +123,7 @@ async def run(seconds: float, warmup: float, rounds: int) -> dict:
             "met": figure >= TARGET and zero_loss, "zero_loss": zero_loss,
             "producer_frames_per_s": statistics.median(p["rate_per_s"] for p in produced),
             "bare_frames_per_s": statistics.median(b["rate_per_s"] for b in bare),
-            "ratios": ratios, "producer": produced, "bare_receive": bare}
+            "ratios": ratios, "settings": settings or {}, "producer": produced, "bare_receive": bare}
 
 
 def main(argv=None) -> None:
@@ -131,8 +131,11 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=15.0, help="measured window of each run")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--rounds", type=int, default=1, help="bare/producer pairs; the median ratio counts")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a TICKPIPE_* setting for the producer (repeatable); none by default")
     args = parser.parse_args(argv)
-    common.emit(asyncio.run(run(args.seconds, args.warmup, args.rounds)))
+    settings = dict(item.split("=", 1) for item in args.setting)
+    common.emit(asyncio.run(run(args.seconds, args.warmup, args.rounds, settings)))
 
 
 if __name__ == "__main__":
