@@ -80,6 +80,9 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         value_serializer="raw",
         processing_guarantee="at_least_once",
         producer_acks=-1,
+        # a state table's value holds a connection's reorder window: past Faust's 1 MB default, its
+        # changelog write crashed the app (MessageSizeTooLargeError); the producers' request bound
+        producer_max_request_size=32 * 1024 * 1024,
         topic_partitions=topic_settings.raw_partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=False,

@@ -29,12 +29,3 @@ def pytest_terminal_summary(terminalreporter):
         for name, value in sorted(FIGURES.items()):
             terminalreporter.write_line(f"{name}: {value}")
 
-
-def pytest_collection_modifyitems(config, items):
-    """The soak (``slow``) runs only when asked for with ``-m slow``: ``make test`` passes no ``-m``."""
-    if "slow" in (config.option.markexpr or ""):
-        return
-    skip = pytest.mark.skip(reason="slow (soak): run with -m slow")
-    for item in items:
-        if item.get_closest_marker("slow"):
-            item.add_marker(skip)

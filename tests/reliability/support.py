@@ -14,13 +14,15 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import orjson
+
 from tickpipe.avro import AvroReader
 from tickpipe.children import Child, tickpipe_command
 from tickpipe.demo.emulated import emulator_env, producer_env
 from tickpipe.processors.normalizers.errors import ERROR_KINDS
 from tickpipe.processors.pipeline import FrameResult
 from tickpipe.processors.rawfile import read_raw_file
-from tickpipe.processors.records import DEAD_LETTER_KIND
+from tickpipe.processors.records import CONTROL_KIND, DEAD_LETTER_KIND
 from tickpipe.providers import PROVIDERS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -114,7 +116,9 @@ class OutcomeChecker:
 
     def check(self, result: FrameResult, payload: bytes, must_dead_letter: bool = False) -> None:
         self.tried += 1
-        decoded = [(out.kind, self.reader.decode(out.value)) for out in result.outputs]  # every output decodes
+        # every output decodes: Avro records, and resync requests (JSON) for the producer
+        decoded = [(out.kind, orjson.loads(out.value) if out.kind == CONTROL_KIND else self.reader.decode(out.value))
+                   for out in result.outputs]
         dead = [rec for kind, rec in decoded if kind == DEAD_LETTER_KIND]
         if result.dead_letter is not None:
             assert result.records == [], "a dead-lettered frame must yield no records"
