@@ -18,7 +18,7 @@ from typing import Any, Iterable, Protocol
 
 from tickpipe.logs import get_logger
 from tickpipe.processors.deadletter import Source
-from tickpipe.processors.metrics import BATCH_SIZE, PRODUCE_ERRORS
+from tickpipe.processors.metrics import BATCH_SIZE, END_TO_END, PRODUCE_ERRORS
 from tickpipe.processors.pipeline import Pipeline
 from tickpipe.processors.records import ALERT_KIND, CONTROL_KIND, DEAD_LETTER_KIND, TICK_KINDS
 from tickpipe.topics import alerts_topic, control_topic, dlq_topic, tick_topic
@@ -60,6 +60,7 @@ class BatchProcessor:
         self.topics[DEAD_LETTER_KIND] = dlq_topic(pipeline.provider, topic_prefix)
         self.topics[CONTROL_KIND] = control_topic(pipeline.provider, topic_prefix)
         self._batch_gauge = BATCH_SIZE.labels(pipeline.provider)
+        self._latency = END_TO_END.labels(pipeline.provider)
         self.retrying = False  # readiness: false while the broker refuses our records
         # one batch or tick at a time: a tick saving state while a batch's outputs are still
         # being delivered would vouch for frames whose records may never arrive
@@ -85,9 +86,19 @@ class BatchProcessor:
                 outputs.append((topics[out.kind], out))
         self._batch_gauge.set(count)
         await self._deliver_all(outputs)
+        self._observe_latency(outputs)
         self._commit_state()
         await self._flush_state()
         return count
+
+    def _observe_latency(self, outputs: list) -> None:
+        """End-to-end latency of every clean record just acknowledged: producer receive -> Kafka."""
+        now, observe = time.time_ns(), self._latency.observe
+        for _topic, out in outputs:
+            if out.kind in TICK_KINDS:
+                recv = out.record.get("recv_time")
+                if recv:
+                    observe(max(0, now - recv) / 1e9)
 
     async def tick(self) -> None:
         """Deliver what the pipeline's checks release as time passes (held records, STALE)."""

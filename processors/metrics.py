@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 FRAMES = Counter("tickpipe_processor_frames_total", "raw records handled, by outcome "
                  "(records, empty, dead_letter, marker)", ["provider", "outcome"])
@@ -14,6 +14,9 @@ IGNORED = Counter("tickpipe_processor_ignored_messages_total", "provider message
 CHECK_ERRORS = Counter("tickpipe_processor_check_errors_total", "integrity checks that raised, or alerts that did "
                        "not fit their schema (a bug: the frame's records went out unchecked)", ["provider"])
 PRODUCE_ERRORS = Counter("tickpipe_processor_produce_errors_total", "failed produce attempts", ["topic"])
+END_TO_END = Histogram("tickpipe_processor_end_to_end_latency_seconds",
+                       "Producer receive time of a frame to its clean record acknowledged by Kafka", ["provider"],
+                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 BATCH_SIZE = Gauge("tickpipe_processor_last_batch_size", "raw records in the last batch", ["provider"])
 
 

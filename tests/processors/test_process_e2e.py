@@ -111,6 +111,7 @@ def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(ka
     assert [(h["key"], h["value"]) for h in dead[0]["headers"]] == bad_headers
     assert 'tickpipe_processor_dead_letters_total{error_kind="parse",provider="financefeast"} 1.0' in metrics
     assert 'tickpipe_processor_records_total{kind="trade",provider="financefeast"} 3.0' in metrics
+    assert 'tickpipe_processor_end_to_end_latency_seconds_count{provider="financefeast"} 3.0' in metrics
 
     # Offsets were committed: a new process of the same group continues after them.
     with process_child(kafka_settings, tmp_path, "process-2"):
