@@ -165,9 +165,10 @@ async def test_server_side_token_expiry_mid_session_reconnects_with_a_new_token(
     for e in lines:
         if e["event"] == "request" and e["action"] == "subscribe":
             subscribed[e["conn"]].append(e["ticker"])
-    # every session subscribes in the configured order (one may expire half-way through)
+    # every session subscribes in the configured order (on a loaded machine one may expire half-way
+    # through); sessions before and after an expiry subscribed everything
     assert all(t == ["AAPL", "TSLA"][:len(t)] for t in subscribed.values())
-    assert sum(t == ["AAPL", "TSLA"] for t in subscribed.values()) >= 3
+    assert sum(t == ["AAPL", "TSLA"] for t in subscribed.values()) >= 2
     records = await read_raw(kafka_settings, "marketprophit", until_ends(2))
     assert decode_marker([r for r in records if r.kind == KIND_SESSION_END][0].payload)["reason"] == "closed"
 
