@@ -28,6 +28,10 @@ from tickpipe.topics import TopicSettings, raw_topic
 
 log = get_logger("tickpipe.processors.app")
 
+# A state-table value holds a connection's reorder window: it can pass Kafka's default 1 MB limit,
+# so Faust's producer and the changelog topics (max.message.bytes) both allow this much.
+STATE_MAX_BYTES = 32 * 1024 * 1024
+
 
 @dataclass(frozen=True)
 class ProcessorSettings:
@@ -82,7 +86,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         producer_acks=-1,
         # a state table's value holds a connection's reorder window: past Faust's 1 MB default, its
         # changelog write crashed the app (MessageSizeTooLargeError); the producers' request bound
-        producer_max_request_size=32 * 1024 * 1024,
+        producer_max_request_size=STATE_MAX_BYTES,
         topic_partitions=topic_settings.raw_partitions,
         topic_replication_factor=kafka.replication_factor,
         topic_allow_declare=False,

@@ -45,9 +45,13 @@ class TopicSpec:
     retention_ms: int
     cleanup_policy: str = "delete"
     purpose: str = ""
+    max_message_bytes: int | None = None   # topic override of the broker's message size limit
 
     def configs(self) -> dict[str, str]:
-        return {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        configs = {"cleanup.policy": self.cleanup_policy, "retention.ms": str(self.retention_ms)}
+        if self.max_message_bytes:
+            configs["max.message.bytes"] = str(self.max_message_bytes)
+        return configs
 
 
 def raw_topic(provider: str, prefix: str = "") -> str:

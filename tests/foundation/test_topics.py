@@ -121,3 +121,12 @@ def test_select_broker_prefers_kafka_bootstrap_servers():
     from tests.kafka_support import select_broker
     with select_broker({"KAFKA_BOOTSTRAP_SERVERS": "kafka.example:9093"}) as target:
         assert target == type(target)("kafka.example:9093", "external")
+
+
+def test_state_changelog_topics_allow_large_values():
+    from tickpipe.processors.app import STATE_MAX_BYTES, ProcessorSettings, changelog_topics
+
+    [spec] = changelog_topics(ProcessorSettings(app_id="app"), ["coinbase"], TopicSettings(raw_partitions=3))
+    assert spec.name == "app-integrity-coinbase-changelog" and spec.partitions == 3
+    assert spec.configs() == {"cleanup.policy": "compact", "retention.ms": str(TopicSettings().raw_retention_ms),
+                              "max.message.bytes": str(STATE_MAX_BYTES)}
