@@ -154,7 +154,8 @@ def changelog_topics(settings: ProcessorSettings, providers: list[str], topic_se
     from tickpipe.topics import TopicSpec
 
     return [TopicSpec(f"{settings.app_id}-{table(p)}-changelog", topic_settings.raw_partitions,
-                      topic_settings.raw_retention_ms, cleanup_policy="compact", purpose=f"{what} state of {p}")
+                      topic_settings.raw_retention_ms, cleanup_policy="compact", purpose=f"{what} state of {p}",
+                      max_message_bytes=STATE_MAX_BYTES)
             for p in providers for table, what in ((state_table_name, "integrity"), (normalizer_table_name, "normalizer"))]
 
 

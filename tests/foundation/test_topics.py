@@ -126,7 +126,8 @@ def test_select_broker_prefers_kafka_bootstrap_servers():
 def test_state_changelog_topics_allow_large_values():
     from tickpipe.processors.app import STATE_MAX_BYTES, ProcessorSettings, changelog_topics
 
-    [spec] = changelog_topics(ProcessorSettings(app_id="app"), ["coinbase"], TopicSettings(raw_partitions=3))
-    assert spec.name == "app-integrity-coinbase-changelog" and spec.partitions == 3
+    specs = {s.name: s for s in changelog_topics(ProcessorSettings(app_id="app"), ["coinbase"], TopicSettings(raw_partitions=3))}
+    spec = specs["app-integrity-coinbase-changelog"]
+    assert spec.partitions == 3 and all(s.max_message_bytes == STATE_MAX_BYTES for s in specs.values())
     assert spec.configs() == {"cleanup.policy": "compact", "retention.ms": str(TopicSettings().raw_retention_ms),
                               "max.message.bytes": str(STATE_MAX_BYTES)}
