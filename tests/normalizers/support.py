@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tickpipe.envelope import RawRecord
+from tickpipe.envelope import CT_JSON, RawRecord
 from tickpipe.processors.pipeline import Pipeline
 
 RECV = 1_700_000_000_000_000_000
@@ -14,19 +14,22 @@ class Feed:
     """Frames of connection ``c1``/session ``s1`` through ``Pipeline.for_provider`` (schema-validated),
     numbered like a producer."""
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, content_type: str = CT_JSON) -> None:
         self.provider, self.pipe, self.seq = provider, Pipeline.for_provider(provider), 0
+        self.content_type = content_type  # of frames not given one (binary frames: msgpack)
 
-    def raw(self, frame, recv_ns: int = RECV) -> RawRecord:
+    def raw(self, frame, recv_ns: int = RECV, content_type: str | None = None) -> RawRecord:
         self.seq += 1
+        content_type = content_type or self.content_type
         payload = frame if isinstance(frame, bytes) else (frame if isinstance(frame, str) else json.dumps(frame)).encode()
-        return RawRecord(provider=self.provider, conn="c1", session="s1", seq=self.seq, recv_ns=recv_ns, payload=payload)
+        return RawRecord(provider=self.provider, conn="c1", session="s1", seq=self.seq, recv_ns=recv_ns,
+                         payload=payload, content_type=content_type)
 
-    def __call__(self, frame):
-        return self.pipe.handle_raw(self.raw(frame))
+    def __call__(self, frame, content_type: str | None = None):
+        return self.pipe.handle_raw(self.raw(frame, content_type=content_type))
 
-    def records(self, frame) -> list[dict]:
-        result = self(frame)
+    def records(self, frame, content_type: str | None = None) -> list[dict]:
+        result = self(frame, content_type)
         assert result.dead_letter is None, result.dead_letter and result.dead_letter["reason"]
         return [r.as_json() for r in result.records]
 

@@ -9,28 +9,10 @@ import msgpack
 import pytest
 
 from tests.emulators.alpaca_support import Client, journal_lines, running
+from tests.normalizers.support import Feed
 from tickpipe.envelope import CT_JSON, CT_MSGPACK, RawRecord
-from tickpipe.processors.pipeline import Pipeline
 
 COMMON = {"provider": "alpaca", "recv_time": 1_700_000_000_000_000_000, "conn": "c1", "session": "s1"}
-
-
-class Feed:
-    """Frames of one connection through the real pipeline (schema-validated)."""
-
-    def __init__(self) -> None:
-        self.pipe, self.seq = Pipeline.for_provider("alpaca"), 0
-
-    def __call__(self, frame, content_type: str = CT_JSON):
-        self.seq += 1
-        payload = frame if isinstance(frame, bytes) else (frame if isinstance(frame, str) else json.dumps(frame)).encode()
-        return self.pipe.handle_raw(RawRecord(provider="alpaca", conn="c1", session="s1", seq=self.seq,
-                                              recv_ns=COMMON["recv_time"], payload=payload, content_type=content_type))
-
-    def records(self, frame, content_type: str = CT_JSON) -> list[dict]:
-        result = self(frame, content_type)
-        assert result.dead_letter is None, result.dead_letter and result.dead_letter["reason"]
-        return [r.as_json() for r in result.records]
 
 
 def pick(rec: dict, *names: str) -> tuple:
@@ -41,13 +23,13 @@ def test_stock_trades_and_quote_from_the_reference():
     frame = ('[{"T":"t","S":"AAPL","i":628,"x":"K","p":162.92,"s":3,"c":["@","F","T","I"],"z":"C",'
              '"t":"2023-04-06T11:54:26.838232225Z"},{"T":"t","S":"AAPL","i":75,"x":"Z","p":162.92,"s":3,'
              '"c":["@","F","T","I"],"z":"C","t":"2023-04-06T11:54:26.838562809Z"}]')
-    first, second = Feed().records(frame)
+    first, second = Feed("alpaca").records(frame)
     assert first == {"type": "Trade", **COMMON, "symbol": "AAPL", "provider_symbol": "AAPL",
                      "event_time": 1680782066838232225, "frame_seq": 1, "frame_index": 0, "channel": "t",
                      "trade_id": "628", "price": "162.92", "size": "3", "exchange": "K",
                      "conditions": ["@", "F", "T", "I"], "tape": "C", "side": None}
     assert pick(second, "trade_id", "exchange", "frame_index") == ("75", "Z", 1)
-    [q] = Feed().records('[{"T":"q","S":"AMD","bx":"K","bp":91.95,"bs":2,"ax":"Q","ap":91.98,"as":1,"c":["R"],'
+    [q] = Feed("alpaca").records('[{"T":"q","S":"AMD","bx":"K","bp":91.95,"bs":2,"ax":"Q","ap":91.98,"as":1,"c":["R"],'
                          '"z":"C","t":"2023-04-06T11:54:21.670905508Z"}]')
     assert pick(q, "type", "bid_price", "bid_size", "ask_price", "ask_size", "bid_exchange", "ask_exchange",
                 "conditions", "tape", "event_time") == ("Quote", "91.95", "2", "91.98", "1", "K", "Q", ["R"], "C",
@@ -55,7 +37,7 @@ def test_stock_trades_and_quote_from_the_reference():
 
 
 def test_bars_statuses_corrections_and_cancels_from_the_reference():
-    feed = Feed()
+    feed = Feed("alpaca")
     [b] = feed.records('[{"T":"b","S":"FAKEPACA","o":132.65,"h":136,"l":132.12,"c":134.65,"v":205,'
                        '"t":"2024-07-24T07:56:00Z","n":16,"vw":133.7}]')
     assert pick(b, "interval", "bar_status", "start_time", "open", "high", "low", "close", "volume",
@@ -83,7 +65,7 @@ def test_bars_statuses_corrections_and_cancels_from_the_reference():
 
 
 def test_crypto_frames_from_the_reference():
-    feed = Feed()
+    feed = Feed("alpaca")
     [t] = feed.records('[{"T":"t","S":"AVAX/USD","p":47.299,"s":29.205707815,"t":"2024-03-12T10:27:48.858228144Z",'
                        '"i":3447222699101865076,"tks":"S"}]')
     assert pick(t, "symbol", "provider_symbol", "price", "size", "trade_id", "side", "exchange") == \
@@ -96,7 +78,7 @@ def test_crypto_frames_from_the_reference():
 
 
 def test_legacy_v1_frames():
-    feed = Feed()
+    feed = Feed("alpaca")
     [t] = feed.records('{"stream":"T.SPY","data":{"ev":"T","T":"SPY","i":117537207,"x":2,"p":283.63,"s":2,'
                        '"t":1587407015152775000,"c":[14,37,41],"z":2}}')
     assert pick(t, "channel", "trade_id", "price", "exchange", "conditions", "tape", "event_time") == \
@@ -113,7 +95,7 @@ def test_legacy_v1_frames():
 
 
 def test_control_frames_are_ignored_and_msgpack_precision():
-    feed = Feed()
+    feed = Feed("alpaca")
     for frame in ('[{"T":"success","msg":"connected"}]', '[{"T":"error","code":405,"msg":"symbol limit exceeded"}]',
                   '[{"T":"subscription","trades":["AAPL"],"quotes":[]}]'):
         assert feed.records(frame) == []
@@ -135,7 +117,7 @@ def test_control_frames_are_ignored_and_msgpack_precision():
     ('{"stream":"T.SPY","data":{"ev":"Z","T":"SPY"}}', CT_JSON, "validation", "unknown v1 event"),
 ])
 def test_malformed_frames_are_dead_lettered(frame, content_type, kind, reason):
-    result = Feed()(frame, content_type)
+    result = Feed("alpaca")(frame, content_type)
     assert result.records == [] and result.dead_letter is not None
     assert result.dead_letter["error_kind"] == kind and reason in result.dead_letter["reason"]
 
@@ -146,7 +128,7 @@ def test_malformed_frames_are_dead_lettered(frame, content_type, kind, reason):
     (True, "/v1beta3/crypto/us", dict(trades=["BTC/USD"], quotes=["BTC/USD"], orderbooks=["BTC/USD"], bars=["BTC/USD"])),
 ])
 async def test_every_emulator_frame_normalizes(tmp_path, use_msgpack, path, channels):
-    feed, kinds, trades = Feed(), set(), []
+    feed, kinds, trades = Feed("alpaca"), set(), []
     async with running(rate=500, bar_interval_s=0.1, journal=tmp_path / "j.jsonl") as emu:
         c = await Client.open(emu, path, use_msgpack=use_msgpack)
         await c.login()
@@ -171,7 +153,7 @@ async def test_every_emulator_frame_normalizes(tmp_path, use_msgpack, path, chan
 
 async def test_rare_emulator_messages_normalize():
     """Statuses, LULDs, imbalances, corrections and cancels are rare: stream fast until each was seen."""
-    feed, kinds = Feed(), set()
+    feed, kinds = Feed("alpaca"), set()
     async with running(rate=0) as emu:
         c = await Client.open(emu, "/v2/sip", use_msgpack=True)
         await c.login()
@@ -203,7 +185,7 @@ async def test_integrity_stage_finds_exactly_the_journaled_trade_faults(tmp_path
             frames.append(await c.ws.recv())
         await c.close()
         lines = journal_lines(emu)
-    feed, stage, alerts, seen = Feed(), IntegrityStage("alpaca"), [], {}
+    feed, stage, alerts, seen = Feed("alpaca"), IntegrityStage("alpaca"), [], {}
     for i, frame in enumerate(frames):
         raw = RawRecord(provider="alpaca", conn="c1", session="s1", seq=i + 1, recv_ns=10**18 + i * 1_000_000,
                         payload=frame.encode())

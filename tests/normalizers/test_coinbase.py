@@ -8,38 +8,17 @@ import json
 import pytest
 
 from tests.emulators.coinbase_helpers import connect, emulator, recv, sub
+from tests.normalizers.support import Feed
 from tickpipe.avro import AvroReader
 from tickpipe.emulators.journal import read_journal
-from tickpipe.envelope import RawRecord
 from tickpipe.processors.integrity.stage import IntegrityStage
-from tickpipe.processors.pipeline import Pipeline
 
 RECV = 1_700_000_000_000_000_000
 COMMON = {"provider": "coinbase", "conn": "c1", "session": "s1", "recv_time": RECV}
 
 
-class Feed:
-    """One connection's frames through the real pipeline (schema-validated), numbered like a producer."""
-
-    def __init__(self) -> None:
-        self.pipe, self.seq = Pipeline.for_provider("coinbase"), 0
-
-    def raw(self, frame, recv_ns: int = RECV) -> RawRecord:
-        self.seq += 1
-        payload = frame if isinstance(frame, bytes) else (frame if isinstance(frame, str) else json.dumps(frame)).encode()
-        return RawRecord(provider="coinbase", conn="c1", session="s1", seq=self.seq, recv_ns=recv_ns, payload=payload)
-
-    def __call__(self, frame):
-        return self.pipe.handle_raw(self.raw(frame))
-
-    def records(self, frame) -> list[dict]:
-        result = self(frame)
-        assert result.dead_letter is None, result.dead_letter and result.dead_letter["reason"]
-        return [r.as_json() for r in result.records]
-
-
 def test_reference_l2_snapshot_and_update_are_book_records():
-    feed = Feed()
+    feed = Feed("coinbase")
     snapshot = ('{"channel":"l2_data","client_id":"","timestamp":"2023-02-09T20:32:50.714964855Z","sequence_num":0,'
                 '"events":[{"type":"snapshot","product_id":"BTC-USD","updates":[{"side":"bid","event_time":"1970-01-01T00:00:00Z",'
                 '"price_level":"21921.73","new_quantity":"0.06317902"},{"side":"offer","event_time":"1970-01-01T00:00:00Z",'
@@ -61,14 +40,14 @@ def test_reference_market_trades_oldest_first_with_taker_side():
         {"type": "update", "trades": [
             {"trade_id": "812734456", "product_id": "BTC-USD", "price": "79881.03", "size": "0.5", "side": "BUY", "time": "2026-09-05T22:11:01.999731Z"},
             {"trade_id": "812734455", "product_id": "BTC-USD", "price": "79881.02", "size": "0.00012", "side": "SELL", "time": "2026-09-05T22:11:01.998731Z"}]}]}
-    first, second = Feed().records(frame)
+    first, second = Feed("coinbase").records(frame)
     assert (first["trade_id"], first["price"], first["size"], first["side"]) == ("812734455", "79881.02", "0.00012", "buy")
     assert (second["trade_id"], second["side"], second["frame_index"]) == ("812734456", "sell", 1)
     assert first["event_time"] == 1788646261998731000 and first["action"] == "new" and first["sequence"] == 57
     docs_sample = ('{"channel":"market_trades","client_id":"","timestamp":"2023-02-09T20:19:35.39625135Z","sequence_num":0,"events":'
                    '[{"type":"snapshot","trades":[{"trade_id":"000000000","product_id":"ETH-USD","price":"1260.01","size":"0.3",'
                    '"side":"BUY","time":"2019-08-14T20:42:27.265Z"}]}]}')
-    [trade] = Feed().records(docs_sample)
+    [trade] = Feed("coinbase").records(docs_sample)
     assert (trade["trade_id"], trade["symbol"], trade["price"]) == ("000000000", "ETH-USD", "1260.01")
 
 
@@ -77,7 +56,7 @@ def test_reference_ticker_ticker_batch_candles_and_status():
               '[{"type":"ticker","product_id":"BTC-PERP-INTX","price":"79914.6","volume_24_h":"14174.4213","low_24_h":"79445",'
               '"high_24_h":"80206","low_52_w":"57705.8","high_52_w":"126340.3","price_percent_chg_24_h":"0.27303411671707",'
               '"best_bid":"79914.5","best_ask":"79914.6","best_bid_quantity":"0.7944","best_ask_quantity":"0.7554"}]}]}')
-    [l1] = Feed().records(ticker)
+    [l1] = Feed("coinbase").records(ticker)
     assert (l1["type"], l1["symbol"], l1["last_price"], l1["bid_price"], l1["ask_size"], l1["volume"]) == (
         "LevelOne", "BTC-PERP-INTX", "79914.6", "79914.5", "0.7554", "14174.4213")
     assert (l1["low_price"], l1["high_price"], l1["event_time"]) == ("79445", "80206", 1788645130940239371)
@@ -86,23 +65,23 @@ def test_reference_ticker_ticker_batch_candles_and_status():
     batch["channel"] = "ticker_batch"
     for k in ("best_bid", "best_ask", "best_bid_quantity", "best_ask_quantity"):
         del batch["events"][0]["tickers"][0][k]
-    [l1] = Feed().records(batch)
+    [l1] = Feed("coinbase").records(batch)
     assert l1["channel"] == "ticker_batch" and "bid_price" not in l1 and l1["last_price"] == "79914.6"
     candles = ('{"channel":"candles","client_id":"","timestamp":"2023-06-09T20:19:35.39625135Z","sequence_num":0,"events":[{"type":"snapshot",'
                '"candles":[{"start":"1688998200","high":"1867.72","low":"1865.63","open":"1867.38","close":"1866.81","volume":"0.20269406","product_id":"ETH-USD"}]}]}')
-    [bar] = Feed().records(candles)
+    [bar] = Feed("coinbase").records(candles)
     assert (bar["type"], bar["interval"], bar["bar_status"], bar["start_time"]) == ("Bar", "5m", "partial", 1688998200_000_000_000)
     assert (bar["open"], bar["high"], bar["low"], bar["close"], bar["volume"]) == ("1867.38", "1867.72", "1865.63", "1866.81", "0.20269406")
     status = ('{"channel":"status","client_id":"","timestamp":"2023-02-09T20:29:49.753424311Z","sequence_num":0,"events":[{"type":"snapshot",'
               '"products":[{"product_type":"SPOT","id":"BTC-USD","base_currency":"BTC","quote_currency":"USD","base_increment":"0.00000001",'
               '"quote_increment":"0.01","display_name":"BTC/USD","status":"online","status_message":"","min_market_funds":"1"}]}]}')
-    [st] = Feed().records(status)
+    [st] = Feed("coinbase").records(status)
     assert (st["type"], st["status_kind"], st["status"], st["status_message"]) == ("TradingStatus", "product_status", "online", None)
     assert st["fields"]["quote_increment"] == "0.01" and st["fields"]["product_type"] == "SPOT"
 
 
 def test_control_frames_yield_no_records_but_mark_the_sequence():
-    feed = Feed()
+    feed = Feed("coinbase")
     frames = [
         '{"channel":"subscriptions","timestamp":"2026-09-05T22:10:29.562097895Z","sequence_num":2,"events":[{"subscriptions":{"ticker":["BTC-PERP-INTX"]}}]}',
         '{"channel":"heartbeats","timestamp":"2026-09-05T22:10:30.260465255Z","sequence_num":4,"events":[{"current_time":"2026-09-05 22:10:30.25788961 +0000 UTC m=+139651.272674714","heartbeat_counter":139651}]}',
@@ -132,7 +111,7 @@ def test_control_frames_yield_no_records_but_mark_the_sequence():
     (b'{"channel":"ticker","timestamp":"2026-09-05T22:10:30Z","sequence_num":1,"events":[{"type":"update"}]}', "tickers"),
 ])
 def test_malformed_frames_go_to_the_dlq_with_a_clear_reason(payload, reason):
-    result = Feed()(payload)
+    result = Feed("coinbase")(payload)
     assert result.records == [] and result.dead_letter is not None
     assert reason in result.dead_letter["reason"] and result.dead_letter["payload"] == payload
 
@@ -142,7 +121,7 @@ def test_decimal_text_round_trips_exactly():
     frame = {"channel": "market_trades", "timestamp": "2026-09-05T22:11:02.114Z", "sequence_num": 1, "events": [
         {"type": "update", "trades": [{"trade_id": str(i), "product_id": "BTC-USD", "price": p, "size": p, "side": "BUY",
                                        "time": "2026-09-05T22:11:01.998731Z"} for i, p in enumerate(prices, 1)]}]}
-    result = Feed()(frame)
+    result = Feed("coinbase")(frame)
     decoded = [AvroReader().decode(r.encoded) for r in result.records]   # through the Avro bytes and back
     assert [(r["price"], r["size"]) for r in decoded] == [(p, p) for p in prices]
 
@@ -154,7 +133,7 @@ async def test_emulator_frames_normalize_and_drops_are_found_exactly(tmp_path):
             for ch in ("heartbeats", "level2", "market_trades", "ticker", "ticker_batch", "candles", "status"):
                 await ws.send(sub(ch, ["BTC-USD", "ETH-USD"]))
             frames = [await recv(ws) for _ in range(600)]
-    feed, stage, kinds, gaps = Feed(), IntegrityStage("coinbase"), set(), []
+    feed, stage, kinds, gaps = Feed("coinbase"), IntegrityStage("coinbase"), set(), []
     for i, frame in enumerate(frames):
         raw = feed.raw(frame, RECV + i * 1_000_000)   # 1 ms apart, so reorder windows expire
         result = feed.pipe.handle_raw(raw)

@@ -14,7 +14,7 @@ from tickpipe.emulators.base import EmulatorOptions
 from tickpipe.emulators.faults import FaultPlan
 from tickpipe.emulators.journal import read_journal
 from tickpipe.emulators.marketprophit import MarketProphitEmulator, MarketProphitSettings
-from tickpipe.envelope import CT_SOCKETIO, RawRecord
+from tickpipe.envelope import CT_SOCKETIO
 from tickpipe.processors.normalizers.convert import rfc3339_ns
 from tickpipe.producers.marketprophit import recorder
 from tickpipe.producers.transport import QueueTransport
@@ -22,14 +22,8 @@ from tickpipe.producers.transport import QueueTransport
 MINUTE = 60 * 10**9
 
 
-class SocketIOFeed(Feed):
-    def raw(self, frame, recv_ns: int = RECV) -> RawRecord:
-        raw = super().raw(frame, recv_ns)
-        return RawRecord(raw.provider, raw.conn, raw.session, raw.seq, raw.recv_ns, raw.payload, CT_SOCKETIO)
-
-
-def feed() -> SocketIOFeed:
-    return SocketIOFeed("marketprophit")
+def feed() -> Feed:
+    return Feed("marketprophit", CT_SOCKETIO)
 
 
 def essentials(records: list[dict]) -> list[tuple]:

@@ -8,28 +8,10 @@ import json
 import pytest
 
 from tests.emulators.streamer_client import StreamerClient, data_records
+from tests.normalizers.support import Feed
 from tickpipe.emulators.base import EmulatorOptions
 from tickpipe.emulators.tdameritrade import SchwabEmulator, StreamerEmulatorSettings, TDAmeritradeEmulator
 from tickpipe.envelope import RawRecord
-from tickpipe.processors.pipeline import Pipeline
-
-
-class Feed:
-    """One connection's frames through the real pipeline (schema-validated), numbered like a producer."""
-
-    def __init__(self, provider: str) -> None:
-        self.provider, self.pipe, self.seq = provider, Pipeline.for_provider(provider), 0
-
-    def __call__(self, frame):
-        self.seq += 1
-        payload = frame if isinstance(frame, bytes) else (frame if isinstance(frame, str) else json.dumps(frame)).encode()
-        return self.pipe.handle_raw(RawRecord(provider=self.provider, conn="c1", session="s1", seq=self.seq,
-                                              recv_ns=1_700_000_000_000_000_000, payload=payload))
-
-    def records(self, frame) -> list[dict]:
-        result = self(frame)
-        assert result.dead_letter is None, result.dead_letter and result.dead_letter["reason"]
-        return [r.as_json() for r in result.records]
 
 
 COMMON = {"conn": "c1", "session": "s1", "recv_time": 1_700_000_000_000_000_000}
