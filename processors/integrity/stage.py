@@ -27,7 +27,7 @@ from tickpipe.config import setting
 from tickpipe.envelope import KIND_LOSS, KIND_SESSION_END, KIND_SESSION_START, RawRecord
 from tickpipe.processors.integrity.policy import Policy, policy_for
 from tickpipe.processors.integrity.trackers import (
-    DUPLICATE, RESET, STALE, ContiguousTracker, Finding, MonotonicTracker, Step)
+    RESET, STALE, ContiguousTracker, Finding, MonotonicTracker, Step)
 from tickpipe.processors.records import ALERT_KIND, SCOPE_CONNECTION, SCOPE_INSTRUMENT, Record
 
 MARK_KIND = "sequence_mark"

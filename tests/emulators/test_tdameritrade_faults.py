@@ -93,7 +93,7 @@ async def test_stall_pauses_data_and_heartbeats(tmp_path):
         client = await StreamerClient.connect(emu)
         await client.login()
         await client.subscribe("LEVELONE_EQUITIES", "AAPL", "0,1,2")
-        stamps, last, longest = [], time.monotonic(), 0.0
+        last, longest = time.monotonic(), 0.0
         deadline = last + 2.5
         while time.monotonic() < deadline:
             await client.recv(3)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 
 import fastavro
-import pytest
 
 from tickpipe.envelope import KIND_FRAME, KIND_SESSION_END, KIND_SESSION_START, RawRecord
 from tickpipe.processors.integrity.stage import IntegritySettings, IntegrityStage

@@ -18,20 +18,6 @@ from tickpipe.kafka import KafkaSettings, KafkaSetupError, client_kwargs, prefli
 pytestmark = pytest.mark.kafka
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return TestPKI(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
-def tls_broker(pki):
-    """Yields (tls port, plaintext broker port). Clients must come in through TLS: that is what is advertised."""
-    tls_port = _free_port()
-    with EmbeddedBroker(advertised=f"localhost:{tls_port}") as broker:
-        with TlsProxy(pki.server_context(), "127.0.0.1", broker.port, port=tls_port):
-            yield tls_port, broker.port
-
-
 def tls_settings(pki, port: int, **changes) -> KafkaSettings:
     return replace(KafkaSettings(bootstrap_servers=f"localhost:{port}", security_protocol="SSL",
                                  ssl_cafile=pki.ca_file, topic_prefix=f"tls{os.urandom(3).hex()}."), **changes)

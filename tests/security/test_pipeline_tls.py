@@ -9,13 +9,12 @@ import subprocess
 
 import pytest
 
-from tests.security.test_kafka_tls import pki, tls_broker  # noqa: F401  (module fixtures)
 from tickpipe.children import Child, tickpipe_command
 
 pytestmark = pytest.mark.kafka
 
 
-def test_emulator_producer_processor_and_tail_over_tls(pki, tls_broker, tmp_path):  # noqa: F811
+def test_emulator_producer_processor_and_tail_over_tls(pki, tls_broker, tmp_path):
     tls = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": f"localhost:{tls_broker[0]}", "TICKPIPE_KAFKA_SECURITY_PROTOCOL": "SSL",
            "TICKPIPE_KAFKA_SSL_CAFILE": pki.ca_file, "TICKPIPE_KAFKA_TOPIC_PREFIX": "tlspipe.",
            "TICKPIPE_TOPICS_RAW_PARTITIONS": "2", "TICKPIPE_TOPICS_TICK_PARTITIONS": "2"}
