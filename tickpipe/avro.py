@@ -29,11 +29,12 @@ import struct
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import fastavro
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
+from tickpipe.avro_fast import Unsupported, compile_writer, fastavro_writer
 from tickpipe.processors.records import ALL_KINDS, Record, kind_of
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -112,12 +113,14 @@ class AvroEncoder:
         self.schemas = schemas or shipped_schemas()
         self.registry_ids = dict(registry_ids or {})
         self._headers: dict[str, tuple[bytes, Any]] = {}
+        self._writers: dict[str, Callable[[dict], bytes]] = {}
         for kind, schema in self.schemas.by_kind.items():
             if registry_ids is not None:
                 header = CONFLUENT_MAGIC + struct.pack(">I", self.registry_ids[kind])
             else:
                 header = schema.single_object_header
             self._headers[kind] = (header, schema.parsed)
+            self._writers[kind] = _header_writer(header, schema.parsed)
 
     @property
     def wire_format(self) -> str:
@@ -125,11 +128,19 @@ class AvroEncoder:
 
     def encode(self, kind: str, record: dict) -> bytes:
         """The record's bytes; raises ``ValueError``/``TypeError`` when it does not fit its schema."""
-        header, parsed = self._headers[kind]
-        buf = io.BytesIO()
-        buf.write(header)
-        fastavro.schemaless_writer(buf, parsed, record)
-        return buf.getvalue()
+        return self._writers[kind](record)
+
+    def writer(self, kind: str) -> Callable[[dict], bytes]:
+        """``encode`` for one kind, looked up once (``writer(kind)(record) == encode(kind, record)``)."""
+        return self._writers[kind]
+
+
+def _header_writer(header: bytes, parsed: Any) -> Callable[[dict], bytes]:
+    """``header`` + the Avro body: compiled (:mod:`tickpipe.avro_fast`) where the schema allows."""
+    try:
+        return compile_writer(parsed, header)
+    except Unsupported:
+        return fastavro_writer(parsed, header)
 
 
 class AvroReader:
