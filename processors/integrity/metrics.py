@@ -31,6 +31,9 @@ class IntegrityMetrics:
                    for c in list(self._connections))
 
     def observe(self, alerts: list, connections: Iterable) -> None:
+        self._connections = connections
+        if not alerts:
+            return
         now = time.time_ns()
         for alert in alerts:
             ANOMALIES.labels(self.provider, alert["kind"], alert["scope"]).inc()
@@ -38,4 +41,3 @@ class IntegrityMetrics:
                 MISSING.labels(self.provider, alert["scope"]).inc(alert.get("missing_count") or 0)
             if alert.get("detected_time"):
                 self._latency.observe(max(0.0, (now - alert["detected_time"]) / 1e9))
-        self._connections = connections

@@ -91,13 +91,15 @@ class ConnectionIntegrity:
         out = Emission()
         item = FrameItem(raw.seq, raw.session, raw.recv_ns, records, conn_counter)
         step = self.producer.offer(raw.seq, item, raw.recv_ns)
-        self._alerts(out, step.findings, "producer", "tp_seq", raw, None)
+        if step.findings:
+            self._alerts(out, step.findings, "producer", "tp_seq", raw, None)
+        kind = raw.kind
         for frame in step.released:
-            if raw.kind == KIND_SESSION_START:
+            if kind == KIND_SESSION_START:
                 self._session_start(out, raw)
-            elif raw.kind == KIND_SESSION_END:
+            elif kind == KIND_SESSION_END:
                 self._session_end(out, raw)
-            elif raw.kind == KIND_LOSS:
+            elif kind == KIND_LOSS:
                 self.last_recv_ns = raw.recv_ns
             else:
                 self._frame(out, frame, raw)
@@ -178,7 +180,8 @@ class ConnectionIntegrity:
             self.session, self.session_up = frame.session, True
         self.last_recv_ns, self.stale_reported = frame.recv_ns, False
         if frame.conn_counter is None or not self.policy.connection_counter:
-            self._records(out, frame.records, raw)
+            for record in frame.records:
+                self._pass(out, record, raw, 0)
             return
         self._connection_step(out, self.connection.offer(frame.conn_counter, frame, frame.recv_ns), raw)
 
@@ -191,36 +194,46 @@ class ConnectionIntegrity:
         for record in records:
             self._pass(out, record, raw, start)
 
-    def _pass(self, out: Emission, record: Record, raw: RawRecord | None, start: int) -> None:
-        """Send one record through the record-level checks from check number ``start`` on."""
-        checks = self._checks_for(record)
-        for i in range(start, len(checks)):
-            key, value, make, fingerprint = checks[i]
+    def _pass(self, out: Emission, record: Record, raw: RawRecord | None, start: int,
+              checks: list | None = None) -> None:
+        """Send one record through the record-level checks from check number ``start`` on
+        (``checks``: the record's own, when already known)."""
+        if checks is None:
+            checks = self._checks_for(record)
+        if start < len(checks):
+            key, value, make, fingerprint = checks[start]
             tracker = self.records.get(key)
             if tracker is None:
                 tracker = self.records[key] = make()
-            if isinstance(tracker, MonotonicTracker):
+            if type(tracker) is MonotonicTracker:
                 step = tracker.offer(value, record, record.get("recv_time") or 0, fingerprint)
             else:
                 step = tracker.offer(value, record, record.get("recv_time") or 0)
-            self._record_step(out, key, step, raw, next_check=i + 1, current=record)
+            self._record_step(out, key, step, raw, next_check=start + 1, current=record, checks=checks)
             return
-        if record.get("symbol"):
-            self.instrument_seen[record["symbol"]] = record.get("recv_time") or 0
-        if record.kind == "book" and record.get("provider_symbol"):
+        symbol = record.get("symbol")
+        if symbol:
+            self.instrument_seen[symbol] = record.get("recv_time") or 0
+        kind = record.kind
+        if kind == "book" and record.get("provider_symbol"):
             self.books[record["provider_symbol"]] = record.get("channel") or ""
-        if record.kind != MARK_KIND:   # an instrument-scope sequence mark is checked, never emitted
+        if kind != MARK_KIND:   # an instrument-scope sequence mark is checked, never emitted
             out.records.append(record)
 
     def _record_step(self, out: Emission, key: str, step: Step, raw: RawRecord | None,
-                     next_check: int | None = None, current: Record | None = None) -> None:
-        stage, _kind, channel, _symbol = key.split("|", 3)
-        sample = current or (step.released[0] if step.released else None)
-        self._alerts(out, step.findings, "instrument", stage, raw, sample, channel=channel or None)
-        if key in self.outage_gaps and step.findings:
-            self._mark_outage_gap(out, key, step.findings)
+                     next_check: int | None = None, current: Record | None = None, checks: list | None = None) -> None:
+        findings = step.findings
+        if findings:
+            stage, _kind, channel, _symbol = key.split("|", 3)
+            sample = current or (step.released[0] if step.released else None)
+            self._alerts(out, findings, "instrument", stage, raw, sample, channel=channel or None)
+            if key in self.outage_gaps:
+                self._mark_outage_gap(out, key, findings)
         for record in step.released:
-            self._pass(out, record, raw, next_check if next_check is not None else self._index_after(record, key))
+            if next_check is None:
+                self._pass(out, record, raw, self._index_after(record, key))
+            else:
+                self._pass(out, record, raw, next_check, checks if record is current else None)
 
     def _mark_outage_gap(self, out: Emission, key: str, findings: list[Finding]) -> None:
         """A counter that survives reconnects skipped the values sent while we were disconnected:
@@ -236,25 +249,28 @@ class ConnectionIntegrity:
         return [c[0] for c in self._checks_for(record)].index(key) + 1
 
     def _checks_for(self, record: Record) -> list[tuple[str, int, Callable[[], Any], int | None]]:
-        policy, channel, symbol = self.policy, record.get("channel") or "", record.get("provider_symbol") or ""
+        policy, get = self.policy, record.get
+        channel, symbol = get("channel") or "", get("provider_symbol") or ""
         checks = []
-        seq, scope = record.get("sequence"), record.get("sequence_scope")
-        if seq is not None and scope and scope != SCOPE_CONNECTION:
-            sparse = channel in policy.sparse_channels
-            counter = "seq" if scope == "key" else "sequence"
-            checks.append((f"{counter}||{channel}|{symbol}", seq,
-                           (lambda: MonotonicTracker(strict=True)) if sparse else self._contiguous, None))
-        trade_id = record.get("trade_id")
-        trade_id = _counter(int(trade_id)) if trade_id and str(trade_id).isascii() and str(trade_id).isdigit() else None
-        if (policy.trade_ids and trade_id is not None and record.kind == "trade"
-                and record.get("action", "new") == "new"):  # corrections/cancels are not in the id sequence
-            mode = policy.trade_ids
-            checks.append((f"trade_id||{channel}|{symbol}", trade_id,
-                           self._contiguous if mode == "contiguous" else (lambda: MonotonicTracker(strict=True)), None))
-        if (policy.event_time and not checks and record.get("event_time") is not None
-                and record.kind not in policy.no_event_time_kinds):
-            checks.append((f"event_time|{record.kind}|{channel}|{symbol}", record["event_time"],
-                           MonotonicTracker, _fingerprint(record)))
+        seq = get("sequence")
+        if seq is not None:
+            scope = get("sequence_scope")
+            if scope and scope != SCOPE_CONNECTION:
+                sparse = channel in policy.sparse_channels
+                counter = "seq" if scope == "key" else "sequence"
+                checks.append((f"{counter}||{channel}|{symbol}", seq,
+                               _strict_monotonic if sparse else self._contiguous, None))
+        if policy.trade_ids and record.kind == "trade":
+            trade_id = get("trade_id")
+            trade_id = _counter(int(trade_id)) if trade_id and str(trade_id).isascii() and str(trade_id).isdigit() else None
+            if trade_id is not None and get("action", "new") == "new":  # corrections/cancels are not in the id sequence
+                checks.append((f"trade_id||{channel}|{symbol}", trade_id,
+                               self._contiguous if policy.trade_ids == "contiguous" else _strict_monotonic, None))
+        if policy.event_time and not checks:
+            event_time = get("event_time")
+            if event_time is not None and record.kind not in policy.no_event_time_kinds:
+                checks.append((f"event_time|{record.kind}|{channel}|{symbol}", event_time,
+                               MonotonicTracker, _fingerprint(record)))
         return checks
 
     # ----- book resyncs -----
@@ -263,6 +279,8 @@ class ConnectionIntegrity:
         producer to resubscribe the books it may have hit, so the provider sends a fresh snapshot.
         A producer or connection gap may have hit any book of the connection; an instrument gap
         only that instrument's."""
+        if not out.alerts:
+            return out
         wanted: dict[str, str] = {}
         for alert in out.alerts:
             if alert["kind"] != "GAP":
@@ -335,6 +353,10 @@ def _mark_record(mark: Any, raw: RawRecord) -> Record:
                               "sequence": mark.value, "sequence_scope": mark.scope, "recv_time": raw.recv_ns})
 
 
+def _strict_monotonic() -> MonotonicTracker:
+    return MonotonicTracker(strict=True)
+
+
 def _record_to_json(record: Record) -> list:
     return [record.kind, dict(record)]
 
@@ -353,8 +375,13 @@ def _frame_from_json(data: list) -> FrameItem:
 
 def _fingerprint(record: Record) -> int:
     """Identity of a record's content, origin excluded: the same message received twice matches."""
-    body = {k: v for k, v in record.items() if k not in ORIGIN_FIELDS}
-    return zlib.crc32(orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str))
+    body = dict(record)
+    for name in ORIGIN_FIELDS:
+        body.pop(name, None)
+    return zlib.crc32(_dumps(body, option=_SORTED, default=str))
+
+
+_dumps, _SORTED = orjson.dumps, orjson.OPT_SORT_KEYS
 
 
 class IntegrityStage:
@@ -383,7 +410,7 @@ class IntegrityStage:
                 counter = next((r.get("sequence") for r in records
                                 if r.get("sequence_scope") == SCOPE_CONNECTION and r.get("sequence") is not None), None)
         placeholders = [_mark_record(m, raw) for m in marks
-                        if getattr(m, "scope", None) == SCOPE_INSTRUMENT and _counter(m.value) is not None]
+                        if getattr(m, "scope", None) == SCOPE_INSTRUMENT and _counter(m.value) is not None] if marks else None
         state = self.connection(raw.conn)
         return state.plan_resyncs(state.on_raw(raw, list(records) + placeholders if placeholders else records, counter))
 

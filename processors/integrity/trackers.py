@@ -72,6 +72,10 @@ class ContiguousTracker(Generic[T]):
         self.arrivals = 0
 
     def offer(self, value: int, item: T, now_ns: int) -> Step[T]:
+        if value == self.expected and not self.held:  # the usual case: next in line, nothing held
+            self.arrivals += 1
+            self.expected = value + 1
+            return Step([item], [])
         step: Step[T] = Step([], [])
         self.arrivals += 1
         if self.expected is None:
@@ -183,16 +187,17 @@ class MonotonicTracker(Generic[T]):
     caller passes (event times may repeat legitimately; the same record twice is a DUPLICATE).
     """
 
-    __slots__ = ("strict", "last", "recent", "recent_size")
+    __slots__ = ("strict", "last", "recent", "recent_size", "_recent_set")
 
     def __init__(self, strict: bool = False, recent_size: int = 64) -> None:
         self.strict, self.recent_size = strict, recent_size
         self.last: int | None = None
-        self.recent: list[int] = []
+        self.recent: list[int] = []            # oldest first, each once
+        self._recent_set: set[int] = set()     # the same, for lookups
 
     def offer(self, value: int, item: T, now_ns: int = 0, fingerprint: int | None = None) -> Step[T]:
         key = fingerprint if fingerprint is not None else (value if self.strict else None)
-        if key is not None and key in self.recent:
+        if key is not None and key in self._recent_set:
             return Step([], [Finding(DUPLICATE, value, value, self.last, value)])
         findings = []
         if self.last is not None and value < self.last:
@@ -200,8 +205,13 @@ class MonotonicTracker(Generic[T]):
         else:
             self.last = value
         if key is not None:
-            self.recent.append(key)
-            del self.recent[:-self.recent_size]
+            recent = self.recent
+            recent.append(key)
+            self._recent_set.add(key)
+            if len(recent) > self.recent_size:
+                for dropped in recent[:-self.recent_size]:
+                    self._recent_set.discard(dropped)
+                del recent[:-self.recent_size]
         return Step([item], findings)
 
     def snapshot(self) -> dict[str, Any]:
@@ -211,4 +221,5 @@ class MonotonicTracker(Generic[T]):
     def restore(cls, state: dict[str, Any], **kwargs: Any) -> "MonotonicTracker":
         tracker = cls(**kwargs)
         tracker.last, tracker.recent = state.get("last"), list(state.get("recent", []))
+        tracker._recent_set = set(tracker.recent)
         return tracker

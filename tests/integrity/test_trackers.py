@@ -141,3 +141,18 @@ def test_snapshot_and_restore_mid_stream_changes_nothing(case, cut):
         b_rel += step.released
         b_find += step.findings
     assert a_rel == b_rel and kinds(a_find) == kinds(b_find)
+
+
+def test_monotonic_tracker_remembers_only_the_last_fingerprints_also_after_a_restore():
+    t = MonotonicTracker(recent_size=3)
+    for fp in (1, 2, 3, 4):
+        assert t.offer(100, "x", fingerprint=fp).findings == []
+    assert t.snapshot()["recent"] == [2, 3, 4]
+    assert t.offer(100, "x", fingerprint=1).findings == []          # forgotten: not a duplicate
+    assert [f.kind for f in t.offer(100, "x", fingerprint=4).findings] == [DUPLICATE]
+    again = MonotonicTracker.restore(t.snapshot(), recent_size=3)
+    assert [f.kind for f in again.offer(100, "x", fingerprint=3).findings] == [DUPLICATE]
+    assert again.offer(100, "x", fingerprint=2).findings == []      # dropped when 1 came back
+    assert again.snapshot() == {"last": 100, "recent": [4, 1, 2]}
+    assert [f.kind for f in again.offer(100, "x", fingerprint=1).findings] == [DUPLICATE]
+    assert again.offer(100, "x", fingerprint=3).findings == []      # dropped when 2 came back
