@@ -86,26 +86,66 @@ class RawRecord:
     @classmethod
     def from_kafka(cls, key: bytes | None, value: bytes | None, headers) -> "RawRecord":
         """Decode a consumed record; raises ``ValueError`` naming a missing or bad header."""
-        h = {k: v for k, v in (headers or ())}
-        known = {H_PROVIDER, H_CONN, H_SESSION, H_SEQ, H_RECV_NS, H_CONTENT_TYPE, H_KIND}
-
-        def text(name: str) -> str:
-            if name not in h or h[name] is None:
-                raise ValueError(f"raw record lacks header {name}")
-            return h[name].decode("utf-8", "replace")
-
-        try:
-            seq, recv_ns = int(text(H_SEQ)), int(text(H_RECV_NS))
-        except ValueError as exc:
-            if "lacks header" in str(exc):
-                raise
-            raise ValueError(f"raw record has a non-numeric {H_SEQ} or {H_RECV_NS} header") from None
+        h: dict = {}
+        extra: list | None = None
+        for k, v in headers or ():
+            h[k] = v
+            if k not in _KNOWN:
+                if extra is None:
+                    extra = []
+                extra.append((k, v))
+        seq, recv_ns = h.get(H_SEQ), h.get(H_RECV_NS)
+        try:  # the usual case: ASCII digits, int() reads the bytes as it would their text
+            if type(seq) is not bytes or type(recv_ns) is not bytes:
+                raise ValueError
+            seq, recv_ns = int(seq), int(recv_ns)
+        except ValueError:
+            seq, recv_ns = _numbers(h)
         if not (_LONG_MIN <= seq <= _LONG_MAX and _LONG_MIN <= recv_ns <= _LONG_MAX):  # Avro longs downstream
             raise ValueError(f"raw record has a {H_SEQ} or {H_RECV_NS} header out of the 64-bit range")
-        return cls(provider=text(H_PROVIDER), conn=text(H_CONN), session=text(H_SESSION), seq=seq,
-                   recv_ns=recv_ns, payload=value or b"", content_type=text(H_CONTENT_TYPE),
-                   kind=KIND_FRAME if h.get(H_KIND) is None else h[H_KIND].decode(),  # a null header: absent
-                   extra_headers=tuple((k, v) for k, v in (headers or ()) if k not in known))
+        kind = h.get(H_KIND)
+        record = _new(cls)
+        record.__dict__.update(  # as the frozen dataclass's __init__ would set them, in one call
+            provider=_text(h, H_PROVIDER), conn=_text(h, H_CONN), session=_text(h, H_SESSION), seq=seq,
+            recv_ns=recv_ns, payload=value or b"", content_type=_text(h, H_CONTENT_TYPE),
+            kind=KIND_FRAME if kind is None else (type(kind) is bytes and _KINDS.get(kind)) or kind.decode(),
+            # a null tp-kind header: absent
+            extra_headers=tuple(extra) if extra is not None else ())
+        return record
+
+
+_KNOWN = frozenset({H_PROVIDER, H_CONN, H_SESSION, H_SEQ, H_RECV_NS, H_CONTENT_TYPE, H_KIND})
+_new = object.__new__
+_DECODED: dict[bytes, str] = {}   # header texts repeat (provider, connection, session, content type)
+
+
+_KINDS = {kind.encode(): kind for kind in (KIND_FRAME, *MARKER_KINDS)}
+
+
+def _text(h: dict, name: str) -> str:
+    """A header's text (undecodable bytes replaced), remembered for ``bytes`` values."""
+    value = h.get(name)
+    if value is None:
+        raise ValueError(f"raw record lacks header {name}")
+    if type(value) is not bytes:
+        return value.decode("utf-8", "replace")
+    text = _DECODED.get(value)
+    if text is None:
+        text = value.decode("utf-8", "replace")
+        if len(_DECODED) >= 1024:
+            _DECODED.clear()
+        _DECODED[value] = text
+    return text
+
+
+def _numbers(h: dict) -> tuple[int, int]:
+    """``tp-seq`` and ``tp-recv-ns`` read from their text (anything but plain ASCII digits)."""
+    try:
+        return int(_text(h, H_SEQ)), int(_text(h, H_RECV_NS))
+    except ValueError as exc:
+        if "lacks header" in str(exc):
+            raise
+        raise ValueError(f"raw record has a non-numeric {H_SEQ} or {H_RECV_NS} header") from None
 
 
 def encode_marker(kind: str, **fields) -> bytes:
