@@ -57,6 +57,7 @@ class PendingLoss:
 
 Item = RawRecord | PendingLoss
 LOSS_MARKER_SIZE = 512  # what a loss marker counts for against the byte bound
+NOTHING: tuple = ()  # append()'s answer when nothing was dropped
 
 
 def item_size(item: Item) -> int:
@@ -92,10 +93,19 @@ class ProduceBuffer:
     def fill(self) -> float:
         return max(self.total_count / self.max_frames, self.total_bytes / self.max_bytes)
 
-    def append(self, record: RawRecord) -> list[RawRecord]:
+    def oldest_recv_ns(self) -> int | None:
+        """Receive time of the oldest buffered record (None if it is a loss marker still open, or none)."""
+        if not self._items:
+            return None
+        first = self._items[0]
+        return None if isinstance(first, PendingLoss) else first.recv_ns
+
+    def append(self, record: RawRecord) -> list[RawRecord] | tuple:
         """Add a record; returns the frames dropped to stay within the bound (oldest first)."""
         self._items.append(record)
         self.bytes += item_size(record)
+        if len(self._items) + self.inflight_count <= self.max_frames and self.bytes + self.inflight_bytes <= self.max_bytes:
+            return NOTHING
         dropped: list[RawRecord] = []
         while self.total_count > self.max_frames or self.total_bytes > self.max_bytes:
             victim = self._drop_oldest_frame()
@@ -133,25 +143,23 @@ class ProduceBuffer:
 
     def take(self, limit: int) -> list[RawRecord]:
         """Move up to ``limit`` records to in flight, finalizing loss markers."""
-        out: list[RawRecord] = []
-        while self._items and len(out) < limit:
-            item = self._items.popleft()
-            size = item_size(item)
-            self.bytes -= size
-            self.inflight_count += 1
-            self.inflight_bytes += size
+        items = self._items
+        out: list[RawRecord] = [items.popleft() for _ in range(min(limit, len(items)))]
+        size = sum(map(item_size, out))
+        self.bytes -= size
+        self.inflight_count += len(out)
+        self.inflight_bytes += size
+        for n, item in enumerate(out):
             if isinstance(item, PendingLoss):
                 if item is self._open_loss:
                     self._open_loss = None
-                item = item.to_record()
-            out.append(item)
+                out[n] = item.to_record()
         return out
 
     def settle(self, records: list[RawRecord]) -> None:
         """These in-flight records are done (delivered)."""
-        for r in records:
-            self.inflight_count -= 1
-            self.inflight_bytes -= item_size(r)
+        self.inflight_count -= len(records)
+        self.inflight_bytes -= sum(map(item_size, records))
 
     def give_back(self, records: list[RawRecord]) -> None:
         """In-flight records that failed go back to the head, in their order."""

@@ -6,6 +6,7 @@ while the process lives; markers count too) and the current session id.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from typing import Protocol
@@ -21,6 +22,9 @@ class RecordSink(Protocol):
     async def wait_for_room(self) -> None: ...
 
 
+COUNT_EVERY_S = 0.05  # the received counters are added up per frame and reach Prometheus this often
+
+
 def new_session_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -34,6 +38,8 @@ class Recorder:
         self.last_frame_monotonic = time.monotonic()
         self._received = metrics.frames_received.labels(provider)
         self._received_bytes = metrics.bytes_received.labels(provider)
+        self._uncounted_frames = self._uncounted_bytes = 0
+        self._count_scheduled = False
         metrics.seconds_since_last_frame.labels(provider).set_function(
             lambda: time.monotonic() - self.last_frame_monotonic)
 
@@ -53,11 +59,31 @@ class Recorder:
         now_ns = time.time_ns()
         self.last_frame_monotonic = time.monotonic()
         payload = frame.encode("utf-8", "surrogatepass") if isinstance(frame, str) else bytes(frame)
-        record = RawRecord(self.provider, self.conn, self.session, self._next(), now_ns, payload, content_type, KIND_FRAME)
-        self._received.inc()
-        self._received_bytes.inc(len(payload))
+        self.seq += 1
+        record = RawRecord(self.provider, self.conn, self.session, self.seq, now_ns, payload, content_type, KIND_FRAME)
+        self._uncounted_frames += 1
+        self._uncounted_bytes += len(payload)
+        if not self._count_scheduled:
+            self._schedule_count()
         self._put(record)
         return record
+
+    def _schedule_count(self) -> None:
+        try:
+            asyncio.get_running_loop().call_later(COUNT_EVERY_S, self.count_received)
+        except RuntimeError:  # no event loop (a replay, a test): count at once
+            self.count_received()
+            return
+        self._count_scheduled = True
+
+    def count_received(self) -> None:
+        """Add the frames received since the last call to the Prometheus counters."""
+        self._count_scheduled = False
+        frames, nbytes = self._uncounted_frames, self._uncounted_bytes
+        self._uncounted_frames = self._uncounted_bytes = 0
+        if frames:
+            self._received.inc(frames)
+            self._received_bytes.inc(nbytes)
 
     def marker(self, kind: str, **fields) -> RawRecord:
         record = RawRecord(self.provider, self.conn, self.session, self._next(), time.time_ns(),

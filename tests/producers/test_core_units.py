@@ -165,3 +165,78 @@ def test_loop_settings_precedence_builtin_then_adapter_then_file_then_environmen
     assert (from_file.stale_after_s, from_file.linger_ms) == (12.0, 50)
     from_env = loop_settings_for(Adapter, {"producer": {"stale_after_s": 12}}, env={"TICKPIPE_PRODUCER_STALE_AFTER_S": "7"})
     assert from_env.stale_after_s == 7.0
+
+
+def test_fixed_partition_is_the_one_aiokafka_s_default_partitioner_gives_the_key():
+    from aiokafka.partitioner import DefaultPartitioner, murmur2
+
+    from tickpipe.producers.sink import partition_for
+
+    for count in (1, 2, 3, 4, 8, 12, 64):
+        parts = set(range(count))  # as the producer's metadata holds them
+        for conn in ["financefeast-0", "alpaca-1", "echo-s", "é-conn", ""] + [f"c-{i}" for i in range(50)]:
+            key = conn.encode()
+            assert partition_for(key, parts) == DefaultPartitioner()(key, list(parts), list(parts))
+            assert partition_for(key, parts) == (murmur2(key) & 0x7FFFFFFF) % count
+
+
+def test_sink_headers_are_exactly_the_envelope_headers():
+    from tickpipe.producers.sink import EncodedText, record_headers
+
+    text = EncodedText()
+    records = [RawRecord("financefeast", "financefeast-0", "0123456789abcdef", 12, 1_700_000_000_123_456_789, b"{}"),
+               RawRecord("alpaca", "alpaca-1", "s2", 2**40, 0, b"\x00", "application/msgpack", KIND_LOSS),
+               RawRecord("echo", "é", "s3", 1, 5, b"x", "text/plain", KIND_SESSION_END,
+                         extra_headers=(("x-extra", b"1"), ("x-null", None)))]
+    for _ in range(2):  # encoded once, then from the cache
+        for record in records:
+            assert record_headers(record, text) == record.headers()
+
+
+def test_latencies_observed_per_chunk_equal_one_observation_per_record():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from tickpipe.producers.metrics import observe_latencies, produce_latency
+
+    registry = CollectorRegistry()
+    buckets = produce_latency._upper_bounds[:-1]
+    per_record = Histogram("a_seconds", "a", ["p"], buckets=buckets, registry=registry).labels("x")
+    per_chunk = Histogram("b_seconds", "b", ["p"], buckets=buckets, registry=registry).labels("x")
+    rng = random.Random(3)
+    now = 1_700_000_000_000_000_000
+    for _ in range(20):
+        recv = [now - int(rng.choice((0, 1e5, 1e6, 2.5e6, 4e6, 1e7, 3e8, 2e9, 7e10, 1e11)) * rng.random())
+                for _ in range(rng.randrange(1, 300))] + [now + 5_000, now - 10_000_000]  # a clock step: 0 s; a bound
+        for t in recv:
+            per_record.observe(max(0, now - t) / 1e9)
+        observe_latencies(per_chunk, now, recv)
+    samples = {m.name: [(s.name.split("_", 1)[1], s.labels, s.value) for s in m.samples] for m in registry.collect()}
+    a, b = samples["a_seconds"], samples["b_seconds"]
+    assert [(n, lbl) for n, lbl, _ in a] == [(n, lbl) for n, lbl, _ in b]
+    for (name, labels, va), (_, _, vb) in zip(a, b):
+        assert va == pytest.approx(vb, rel=1e-9), (name, labels)
+
+
+def test_received_counters_reach_prometheus_within_a_fraction_of_a_second():
+    import asyncio
+
+    from prometheus_client import REGISTRY
+
+    def counted() -> tuple[float, float]:
+        return tuple(REGISTRY.get_sample_value(f"tickpipe_producer_{name}_received_total", {"provider": "echo"}) or 0.0
+                     for name in ("frames", "bytes"))
+
+    async def scenario():
+        rec, _ = _recorder_with_buffer(max_frames=100)
+        f0, b0 = counted()
+        for _ in range(10):
+            rec.frame("abc", "text/plain")
+        await asyncio.sleep(0.2)
+        f1, b1 = counted()
+        assert (f1 - f0, b1 - b0) == (10, 30)
+        rec.frame("abcd", "text/plain")
+        rec.count_received()  # at a session's end: at once
+        f2, b2 = counted()
+        assert (f2 - f0, b2 - b0) == (11, 34)
+
+    asyncio.run(scenario())
