@@ -156,7 +156,9 @@ class ConnectionLoop:
         return end
 
     async def _serve(self, session: LiveSession, stop: asyncio.Event) -> SessionEnd:
+        session.reading_since = time.monotonic()
         tasks = {asyncio.ensure_future(self._read_forever(session)): "reader",
+                 asyncio.ensure_future(self._watch_staleness(session)): "watchdog",
                  asyncio.ensure_future(self._resync_worker(session)): "resync",
                  asyncio.ensure_future(stop.wait()): "stop"}
         if self.adapter.keepalive_interval_s:
@@ -181,10 +183,23 @@ class ConnectionLoop:
         return self._classify(exc) if exc else SessionEnd("error", error=f"{which} ended")
 
     async def _read_forever(self, session: LiveSession) -> None:
-        on_frame = self.adapter.on_frame
+        on_frame, next_frame = self.adapter.on_frame, session.next_frame
         while True:
-            frame = await session.recv()
+            frame = await next_frame()
             await on_frame(session, frame)
+
+    async def _watch_staleness(self, session: LiveSession) -> None:
+        """Raise :class:`FeedStale` once no frame has arrived for ``stale_after_s`` of reading (time
+        paused for back-pressure does not count). One timer per ``stale_after_s``, not one per frame."""
+        limit = self.settings.stale_after_s
+        while True:
+            since = max(self.recorder.last_frame_monotonic, session.reading_since)
+            idle = time.monotonic() - since
+            if idle >= limit:
+                if not getattr(self.sink, "paused", False):
+                    raise FeedStale(f"no frame for {limit:g}s")
+                idle = 0.0  # reads are paused: look again later (resuming restarts the count)
+            await asyncio.sleep(limit - idle)
 
     async def _keepalive(self, session: LiveSession) -> None:
         while True:
@@ -231,6 +246,7 @@ class ConnectionLoop:
         if end.error:
             fields["error"] = end.error
         self.recorder.marker(KIND_SESSION_END, **fields)
+        self.recorder.count_received()
         quiet = log.debug if end.reason == "auth_failed" and self.auth_failures > 1 else log.info
         quiet("session ended", provider=self.provider, session=session.session_id, **fields)
 

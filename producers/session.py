@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING
 
 import orjson
@@ -24,6 +25,7 @@ class LiveSession:
         self._loop, self.transport, self.session_id, self.attempt = loop, transport, session_id, attempt
         self.settings = loop.adapter.settings
         self.frames = 0
+        self.reading_since = time.monotonic()  # when reads began, or resumed after a back-pressure pause
 
     async def send(self, data: str | bytes) -> None:
         await self.transport.send(data)
@@ -40,6 +42,17 @@ class LiveSession:
                 frame = await self.transport.recv()
         except TimeoutError:
             raise FeedStale(f"no frame for {limit:g}s") from None
+        self.frames += 1
+        loop.recorder.frame(frame, loop.adapter.content_type_of(frame))
+        return frame
+
+    async def next_frame(self) -> str | bytes:
+        """The connection loop's read: like :meth:`recv` without a timer of its own (the loop's
+        staleness watchdog compares the last frame's time with ``stale_after_s`` instead)."""
+        loop = self._loop
+        if await loop.sink.wait_for_room():
+            self.reading_since = time.monotonic()  # a pause is not a silent feed
+        frame = await self.transport.recv()
         self.frames += 1
         loop.recorder.frame(frame, loop.adapter.content_type_of(frame))
         return frame

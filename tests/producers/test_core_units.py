@@ -240,3 +240,32 @@ def test_received_counters_reach_prometheus_within_a_fraction_of_a_second():
         assert (f2 - f0, b2 - b0) == (11, 34)
 
     asyncio.run(scenario())
+
+
+def test_staleness_watchdog_fires_after_stale_after_s_of_reading_but_not_during_a_read_pause():
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from tickpipe.producers.loop import ConnectionLoop
+    from tickpipe.producers.session import FeedStale
+
+    async def scenario():
+        now = time.monotonic()
+        loop = SimpleNamespace(settings=SimpleNamespace(stale_after_s=0.3), recorder=SimpleNamespace(last_frame_monotonic=now - 99),
+                               sink=SimpleNamespace(paused=True))
+        session = SimpleNamespace(reading_since=now - 99)
+        watch = asyncio.ensure_future(ConnectionLoop._watch_staleness(loop, session))
+        await asyncio.sleep(0.5)
+        assert not watch.done()                       # paused for back-pressure: not a silent feed
+        loop.sink.paused, session.reading_since = False, time.monotonic()
+        await asyncio.sleep(0.15)
+        loop.recorder.last_frame_monotonic = time.monotonic()  # a frame: the count starts again
+        await asyncio.sleep(0.2)
+        assert not watch.done()
+        started = time.monotonic()
+        with pytest.raises(FeedStale, match="no frame for 0.3s"):
+            await asyncio.wait_for(watch, 2)
+        assert 0.05 <= time.monotonic() - started <= 0.4
+
+    asyncio.run(scenario())
