@@ -114,11 +114,8 @@ class SequenceMark:
     channel: str | None = None
 
 
-def _exact_float(literal: str) -> str:
-    return literal
-
-
-_EXACT_JSON = json.JSONDecoder(parse_float=_exact_float)
+_EXACT_JSON = json.JSONDecoder(parse_float=str)   # a float literal stays its text (str() of a str is itself)
+_scan_once = _EXACT_JSON.scan_once
 
 
 class Frame:
@@ -153,7 +150,14 @@ class Frame:
     def json(self) -> Any:
         """The payload as JSON, every float literal kept as its exact text (ints stay ints)."""
         try:
-            return _EXACT_JSON.decode(self.raw.payload.decode("utf-8"))
+            text = self.raw.payload.decode("utf-8")
+            try:  # the usual case: one value, nothing around it (decode() would skip whitespace first)
+                doc, end = _scan_once(text, 0)
+                if end == len(text):
+                    return doc
+            except (StopIteration, ValueError):
+                pass  # decode() below raises its own error
+            return _EXACT_JSON.decode(text)
         except (ValueError, UnicodeDecodeError) as exc:
             raise NormalizeError(f"payload is not JSON: {exc}", PARSE) from None
 
@@ -185,15 +189,10 @@ class Frame:
         if type(provider_symbol) is not str or not provider_symbol:
             raise NormalizeError(f"{kind} without an instrument")
         rec = Record(kind, fields)
-        rec["provider"] = raw.provider
-        rec["symbol"] = symbol if symbol is not None else normalize_symbol(provider_symbol)
-        rec["provider_symbol"] = provider_symbol
-        rec["event_time"] = event_time
-        rec["recv_time"] = raw.recv_ns
-        rec["conn"] = raw.conn
-        rec["session"] = raw.session
-        rec["frame_seq"] = raw.seq
-        rec["frame_index"] = len(self.records)
+        rec.update(provider=raw.provider,
+                   symbol=symbol if symbol is not None else normalize_symbol(provider_symbol),
+                   provider_symbol=provider_symbol, event_time=event_time, recv_time=raw.recv_ns, conn=raw.conn,
+                   session=raw.session, frame_seq=raw.seq, frame_index=len(self.records))
         self.records.append(rec)
         return rec
 

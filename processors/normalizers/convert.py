@@ -70,21 +70,39 @@ def rfc3339_ns(text: Any, field: str = "time") -> int:
     try:
         base, frac, zone = text[:19], 0, text[19:]
         if zone.startswith("."):
-            end = 1
-            while end < len(zone) and zone[end].isdigit():
-                end += 1
+            if zone.isascii():  # isdigit() is 0-9 here
+                tail = zone[1:].lstrip("0123456789")
+                end = len(zone) - len(tail)
+            else:
+                end = 1
+                while end < len(zone) and zone[end].isdigit():
+                    end += 1
             digits = zone[1:end]
             if not digits or len(digits) > 9:
                 raise ValueError
             frac, zone = int(digits.ljust(9, "0")), zone[end:]
-        moment = _dt.datetime.fromisoformat(base + (zone if zone not in ("", "Z", "z") else "+00:00"))
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=_dt.timezone.utc)
-        delta = moment - _EPOCH
-        ns = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + frac
+        key = base + zone   # base is 19 characters: no two (base, zone) pairs share a key
+        seconds = _SECONDS.get(key)
+        if seconds is None:
+            seconds = _epoch_seconds(base, zone)
+            if len(_SECONDS) >= 4096:
+                _SECONDS.clear()
+            _SECONDS[key] = seconds
+        ns = seconds * 1_000_000_000 + frac
     except ValueError:
         raise NormalizeError(f"{field}: {text[:40]!r} is not an RFC 3339 time") from None
     return _check_ns(ns, field)
+
+
+_SECONDS: dict[str, int] = {}   # date-time to the second + zone -> epoch seconds (feeds repeat them)
+
+
+def _epoch_seconds(base: str, zone: str) -> int:
+    moment = _dt.datetime.fromisoformat(base + (zone if zone not in ("", "Z", "z") else "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    delta = moment - _EPOCH
+    return delta.days * 86400 + delta.seconds
 
 
 def ms_ns(value: Any, field: str = "time") -> int:

@@ -28,7 +28,11 @@ NZ = ZoneInfo("Pacific/Auckland")
 
 
 def normalize(frame: Frame) -> None:
-    _normalize(frame, lambda date: rfc3339_ns(date, "date"))
+    _normalize(frame, _utc_ns)
+
+
+def _utc_ns(date) -> int:
+    return rfc3339_ns(date, "date")
 
 
 def normalize_nz_local(frame: Frame) -> None:

@@ -90,3 +90,68 @@ def test_record_requires_an_instrument():
     frame = Frame(RawRecord("alpaca", "c", "s", 1, 1, b"[]"))
     with pytest.raises(NormalizeError, match="without an instrument"):
         frame.record("trade", "", price="1")
+
+
+def _rfc3339_reference(text, field="time"):
+    """rfc3339_ns as first written (no cache, a digit at a time), to hold the fast version to it."""
+    import datetime as dt
+    import itertools
+
+    if type(text) is not str or len(text) < 19:
+        raise NormalizeError(f"{field}: {str(text)[:40]!r} is not an RFC 3339 time")
+    try:
+        rest, frac = text[19:], 0
+        if rest[:1] == ".":
+            digits = "".join(itertools.takewhile(str.isdigit, rest[1:]))
+            if not 0 < len(digits) <= 9:
+                raise ValueError
+            frac, rest = int(digits + "0" * (9 - len(digits))), rest[1 + len(digits):]
+        moment = dt.datetime.fromisoformat(text[:19] + ("+00:00" if rest in ("", "Z", "z") else rest))
+        seconds = (moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)).timestamp()
+        ns = int(seconds) * 1_000_000_000 + frac
+    except ValueError:
+        raise NormalizeError(f"{field}: {text[:40]!r} is not an RFC 3339 time") from None
+    if not -(2**63) <= ns <= 2**63 - 1:
+        raise NormalizeError(f"{field}: time out of the representable range")
+    return ns
+
+
+def test_rfc3339_ns_matches_the_plain_version_on_odd_input():
+    import random
+
+    rng = random.Random(5)
+    bases = ["2021-09-29T09:35:53", "2023-04-06 11:54:26", "0001-01-01T00:00:00", "9999-12-31T23:59:59",
+             "2021-02-30T00:00:00", "2021-09-29T09:35:5x"]
+    fractions = ["", ".", ".1", ".123456789", ".1234567890", ".٣", ".1²", ".12٣4", ".00"]
+    zones = ["", "Z", "z", "+00:00", "-05:30", "+14:00", "+25:00", "X", " ", "Z ", "+0530"]
+    for _ in range(3000):
+        text = rng.choice(bases) + rng.choice(fractions) + rng.choice(zones)
+        for _twice in range(2):   # the second time from the cache
+            try:
+                got = rfc3339_ns(text, "t")
+            except NormalizeError as exc:
+                got = str(exc)
+            try:
+                want = _rfc3339_reference(text, "t")
+            except NormalizeError as exc:
+                want = str(exc)
+            assert got == want, text
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"p":3.0424,"v":181123}', b' {"a":1}', b'{"a":1} ', b'{"a":1}\n', b'{"a":1}x', b'{"a":1}{"b":2}', b'',
+    b'   ', b'[1e5, -0, 1.50, NaN, Infinity]', b'123456789012345678901234567890', b'"\\ud800"', b'{"a":',
+    b'\xef\xbb\xbf{"a":1}', b'\xff', b'nul', b'[' * 50 + b']' * 50,
+])
+def test_frame_json_reads_and_rejects_as_the_plain_decoder(payload):
+    import json
+
+    frame = Frame(RawRecord("p", "c", "s", 1, 1, payload))
+    try:
+        want = json.JSONDecoder(parse_float=lambda literal: literal).decode(payload.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        with pytest.raises(NormalizeError) as err:
+            frame.json()
+        assert str(err.value) == f"payload is not JSON: {exc}"
+    else:
+        assert frame.json() == want and repr(frame.json()) == repr(want)
