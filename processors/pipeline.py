@@ -85,6 +85,7 @@ class Pipeline:
         self.state = state if state is not None else NormalizerState()
         self.checks = list(checks)
         self.metrics = ProviderMetrics(provider)
+        self._frames_with_records, self._frames_empty = self.metrics.frames["records"], self.metrics.frames["empty"]
         self._log_gate = LogGate(per_second=5)
         self._bug_log_gate = LogGate(per_second=1)  # tracebacks of normalizer bugs
 
@@ -120,24 +121,26 @@ class Pipeline:
             if self._bug_log_gate.allow():
                 log.exception("normalizer failed", provider=self.provider, conn=raw.conn, frame_seq=raw.seq)
             return self._dead(raw, INTERNAL, _describe(exc), key, None, headers, source)
-        for reason in frame.ignored:
-            self.metrics.ignored(reason).inc()
+        if frame.ignored:
+            for reason in frame.ignored:
+                self.metrics.ignored(reason).inc()
+        records = frame.records
         encode = self.encoder.encode
         try:
-            for rec in frame.records:
+            for rec in records:
                 rec.encoded = encode(rec.kind, rec)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             return self._dead(raw, VALIDATION, f"{rec.name} does not fit its schema: {exc}", key, None, headers, source)
-        result = FrameResult(raw, frame.records, frame.marks)
+        result = FrameResult(raw, records, frame.marks)
         self._run_checks("check", result)
         self._emit(result)
         if result.records:
-            self.metrics.frames["records"].inc()
+            self._frames_with_records.inc()
             counter = self.metrics.records
             for rec in result.records:
                 counter(rec.kind).inc()
         else:
-            self.metrics.frames["empty"].inc()
+            self._frames_empty.inc()
         return result
 
     def tick(self, now_ns: int) -> FrameResult:
@@ -181,10 +184,10 @@ class Pipeline:
 
     def _emit(self, result: FrameResult) -> None:
         """Outputs for the records and alerts the checks left in ``result``."""
-        encode = self.encoder.encode
+        encode, outputs = self.encoder.encode, result.outputs
         for rec in result.records:
             value = rec.encoded if rec.encoded is not None else encode(rec.kind, rec)
-            result.outputs.append(Output(rec.kind, rec["symbol"].encode(), value, rec))
+            outputs.append(Output(rec.kind, rec["symbol"].encode(), value, rec))
         for alert in result.alerts:
             try:
                 value = self.encoder.encode(ALERT_KIND, alert)
