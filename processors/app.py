@@ -18,9 +18,10 @@ from dataclasses import dataclass
 
 from tickpipe.avro import AvroEncoder
 from tickpipe.config import ConfigError, setting
-from tickpipe.kafka import KafkaSettings, faust_broker_options
+from tickpipe.kafka import KafkaSettings, client_kwargs, faust_broker_options
 from tickpipe.logs import get_logger
 from tickpipe.processors.batch import BatchProcessor, event_messages
+from tickpipe.processors.end_offsets import read_ends_from_the_log
 from tickpipe.processors.normalizers import load_normalizer
 from tickpipe.processors.normalizers.state import NormalizerState
 from tickpipe.processors.pipeline import Pipeline
@@ -50,6 +51,9 @@ class ProcessorSettings:
     auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
                                      help="where a new consumer group starts in the raw topics")
     data_dir: str = setting("", help="Faust data directory (default: a temporary directory)")
+    fault_kill_after_batches: int = setting(0, minimum=0, help="fault injection for reliability tests: SIGKILL "
+                                            "this process right after the N-th batch with clean records has them acknowledged, "
+                                            "before its state is saved (0: never)")
     normalizers: str = setting("", help="provider=module:callable,... replacing built-in normalizers "
                                         "(a site's own normalizer, or a test's)")
 
@@ -98,6 +102,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         web_enabled=False,
     )
     _limit_fetch_wait(app, settings.fetch_max_wait_ms)
+    read_ends_from_the_log(app, client_kwargs(kafka), settings.fetch_max_wait_ms)
     encoder = encoder or AvroEncoder()
     overrides = settings.normalizer_overrides()
     app.tickpipe_processors = {}
@@ -106,7 +111,10 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
             if checks_factory else ()
         state = NormalizerState(_state_table(app, normalizer_table_name(provider), topic_settings))
         pipeline = Pipeline(provider, load_normalizer(provider, overrides), encoder, state=state, checks=checks)
-        processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix)
+        redelivery = dict(client_kwargs=client_kwargs(kafka), fetch_max_wait_ms=settings.fetch_max_wait_ms) \
+            if checks_factory else None
+        processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix, redelivery_settings=redelivery,
+                                   kill_after_batches=settings.fault_kill_after_batches)
         app.tickpipe_processors[provider] = processor
         topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",
                           partitions=topic_settings.raw_partitions)

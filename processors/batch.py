@@ -13,6 +13,8 @@ outputs the broker refused are sent again after a pause, until it takes them.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from typing import Any, Iterable, Protocol
 
@@ -21,6 +23,7 @@ from tickpipe.processors.deadletter import Source
 from tickpipe.processors.metrics import BATCH_SIZE, END_TO_END, PRODUCE_ERRORS
 from tickpipe.processors.pipeline import Pipeline
 from tickpipe.processors.records import ALERT_KIND, CONTROL_KIND, DEAD_LETTER_KIND, TICK_KINDS
+from tickpipe.processors.redelivery import Redelivery
 from tickpipe.topics import alerts_topic, control_topic, dlq_topic, tick_topic
 
 log = get_logger("tickpipe.processors.batch")
@@ -52,15 +55,22 @@ class AiokafkaSender:
 class BatchProcessor:
     """Runs one provider's :class:`Pipeline` over batches and produces the outputs."""
 
-    def __init__(self, pipeline: Pipeline, producer: Producer, topic_prefix: str = "") -> None:
+    def __init__(self, pipeline: Pipeline, producer: Producer, topic_prefix: str = "",
+                 redelivery_settings: dict | None = None, kill_after_batches: int = 0) -> None:
+        """``redelivery_settings``: keyword arguments of :class:`Redelivery` but the provider and the
+        topics (the Faust app passes the Kafka client's); without them nothing is deduplicated
+        after a restore."""
         self.pipeline = pipeline
         self.producer = producer
         self.topics = {kind: tick_topic(kind, topic_prefix) for kind in TICK_KINDS}
         self.topics[ALERT_KIND] = alerts_topic(topic_prefix)
         self.topics[DEAD_LETTER_KIND] = dlq_topic(pipeline.provider, topic_prefix)
         self.topics[CONTROL_KIND] = control_topic(pipeline.provider, topic_prefix)
+        self.redelivery = Redelivery(pipeline.provider, topics=self.topics.values(), **redelivery_settings) \
+            if redelivery_settings is not None else None
         self._batch_gauge = BATCH_SIZE.labels(pipeline.provider)
         self._latency = END_TO_END.labels(pipeline.provider)
+        self._kill_after = kill_after_batches   # fault injection: see ProcessorSettings
         self.retrying = False  # readiness: false while the broker refuses our records
         # one batch or tick at a time: a tick saving state while a batch's outputs are still
         # being delivered would vouch for frames whose records may never arrive
@@ -85,11 +95,22 @@ class BatchProcessor:
             for out in handle(key, value, headers, source).outputs:
                 outputs.append((topics[out.kind], out))
         self._batch_gauge.set(count)
+        outputs = await self._not_delivered_before(outputs)
         await self._deliver_all(outputs)
         self._observe_latency(outputs)
+        if self._kill_after and any(out.kind in TICK_KINDS for _topic, out in outputs):
+            self._die_in_the_window()
         self._commit_state()
         await self._flush_state()
         return count
+
+    def _die_in_the_window(self) -> None:
+        """Fault injection: the worst moment to die, outputs acknowledged and their state not saved."""
+        self._kill_after -= 1
+        if self._kill_after == 0:
+            log.warning("fault injection: SIGKILL after delivery, before the state is saved",
+                        provider=self.pipeline.provider)
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _observe_latency(self, outputs: list) -> None:
         """End-to-end latency of every clean record just acknowledged: producer receive -> Kafka."""
@@ -104,7 +125,8 @@ class BatchProcessor:
         """Deliver what the pipeline's checks release as time passes (held records, STALE)."""
         async with self._turn:
             result = self.pipeline.tick(time.time_ns())
-            await self._deliver_all([(self.topics[out.kind], out) for out in result.outputs])
+            outputs = await self._not_delivered_before([(self.topics[out.kind], out) for out in result.outputs])
+            await self._deliver_all(outputs)
             self._commit_state()
             await self._flush_state()
 
@@ -119,12 +141,43 @@ class BatchProcessor:
 
     def _commit_state(self) -> None:
         """The normalizer and the checks save their state only once the outputs it vouches for
-        are delivered."""
+        are delivered (with the output marks it vouches up to)."""
         self.pipeline.state.commit()
+        marks = self.redelivery.current_marks() if self.redelivery is not None else None
         for check in self.pipeline.checks:
             commit = getattr(check, "commit", None)
-            if commit is not None:
+            if commit is not None and marks:
+                commit(marks)
+            elif commit is not None:
                 commit()
+
+    async def _not_delivered_before(self, outputs: list) -> list:
+        """Drop the outputs a worker before a state restore already delivered (``processors/redelivery.py``);
+        before the first delivery, start the marks."""
+        redelivery = self.redelivery
+        if redelivery is None:
+            return outputs
+        saved = [marks for check in self.pipeline.checks
+                 for marks in getattr(check, "take_restored_marks", list)()]
+        await self._until_done(redelivery.ensure_marks, "reading the output topics' end offsets")
+        if saved:
+            await self._until_done(lambda: redelivery.restored(saved), "reading the outputs of a restored state")
+        seen = redelivery.already_delivered
+        return [(topic, out) for topic, out in outputs if not seen(topic, out.value)]
+
+    async def _until_done(self, step, what: str) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await step()
+                self.retrying = False
+                return
+            except Exception as exc:
+                self.retrying = True
+                log.error(f"{what} failed; retrying", provider=self.pipeline.provider,
+                          error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _deliver_all(self, outputs: list) -> None:
         delay = 0.1
@@ -155,12 +208,9 @@ class BatchProcessor:
                 log.warning("producer flush failed", error=f"{type(exc).__name__}: {exc}")
         for topic, out, fut in pending:
             try:
-                if fut.done():
-                    exc = fut.exception()
-                    if exc is not None:
-                        raise exc
-                else:
-                    await fut
+                metadata = fut.result() if fut.done() else await fut
+                if self.redelivery is not None and metadata is not None:
+                    self.redelivery.delivered(topic, metadata.partition, metadata.offset)
             except Exception as exc:
                 self._failed(topic, exc)
                 failed.append((topic, out))

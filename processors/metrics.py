@@ -19,6 +19,13 @@ END_TO_END = Histogram("tickpipe_processor_end_to_end_latency_seconds",
                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 BATCH_SIZE = Gauge("tickpipe_processor_last_batch_size", "raw records in the last batch", ["provider"])
 
+REDELIVERED_DROPPED = Counter("tickpipe_processor_redelivered_outputs_dropped_total",
+                              "outputs not produced again: a worker before a restore or takeover had "
+                              "delivered them (found beyond the restored state's marks)", ["provider"])
+REDELIVERY_SCANNED = Counter("tickpipe_processor_redelivery_scanned_records_total",
+                             "output records read after a state restore to find what was already delivered",
+                             ["provider"])
+
 
 class ProviderMetrics:
     """Label children of one provider, cached: the hot path only calls ``inc``."""

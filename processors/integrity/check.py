@@ -7,9 +7,11 @@ come out later, with the frame that completes them, on a ``tick`` or at ``finish
 appends the stage's ``GapAlert`` records. A dead-lettered frame still counts at the
 producer scope, with no records.
 
-Optionally every connection's state is saved to a key-value store after each frame (the
+Optionally every connection's state is saved to a key-value store after each batch (the
 Faust app passes a table): a restarted or rebalanced worker restores it before the next
-frame of that connection, so redelivered frames are recognised as duplicates.
+frame of that connection, so redelivered frames are recognised as duplicates. A saved state
+carries the output marks it vouches up to; restoring one hands them to the batch processor,
+which finds the outputs delivered beyond them (``processors/redelivery.py``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class IntegrityCheck:
         self.store = store
         self.metrics = IntegrityMetrics(provider)
         self._dirty: set[str] = set()
+        self.restored_marks: list[dict] = []
         self._stream_ns: int | None = None   # newest receive time processed, and when (wall clock)
         self._stream_wall = 0
 
@@ -40,7 +43,11 @@ class IntegrityCheck:
         if self.store is not None and raw.conn not in self.stage.connections:
             saved = self.store.get(raw.conn.encode())
             if saved:
-                self.stage.connection(raw.conn).restore(orjson.loads(saved))
+                state = orjson.loads(saved)
+                marks = state.pop("out_marks", None)
+                if marks:
+                    self.restored_marks.append(marks)
+                self.stage.connection(raw.conn).restore(state)
         if self._stream_ns is None or raw.recv_ns > self._stream_ns:
             self._stream_ns, self._stream_wall = raw.recv_ns, time.time_ns()
         records = result.records if result.dead_letter is None else []
@@ -48,13 +55,22 @@ class IntegrityCheck:
         self._apply(result, emission, replace=True)
         self._dirty.add(raw.conn)
 
-    def commit(self) -> None:
+    def commit(self, marks: dict | None = None) -> None:
         """Save the state of every connection touched since the last commit (once per batch,
-        after the batch's outputs were delivered and before its offsets are committed)."""
+        after the batch's outputs were delivered and before its offsets are committed), with the
+        output ``marks`` it vouches up to (``processors/redelivery.py``)."""
         if self.store is not None:
             for conn in self._dirty:
-                self.store[conn.encode()] = orjson.dumps(self.stage.connection(conn).snapshot())
+                state = self.stage.connection(conn).snapshot()
+                if marks:
+                    state["out_marks"] = marks
+                self.store[conn.encode()] = orjson.dumps(state)
         self._dirty.clear()
+
+    def take_restored_marks(self) -> list[dict]:
+        """The output marks of the states restored since the last call."""
+        marks, self.restored_marks = self.restored_marks, []
+        return marks
 
     def forget(self) -> None:
         """Partitions moved (a rebalance): drop what is in memory; the store has it."""
