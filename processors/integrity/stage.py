@@ -411,8 +411,9 @@ class IntegrityStage:
                                 if r.get("sequence_scope") == SCOPE_CONNECTION and r.get("sequence") is not None), None)
         placeholders = [_mark_record(m, raw) for m in marks
                         if getattr(m, "scope", None) == SCOPE_INSTRUMENT and _counter(m.value) is not None] if marks else None
-        state = self.connection(raw.conn)
-        return state.plan_resyncs(state.on_raw(raw, list(records) + placeholders if placeholders else records, counter))
+        state = self.connections.get(raw.conn) or self.connection(raw.conn)
+        out = state.on_raw(raw, list(records) + placeholders if placeholders else records, counter)
+        return state.plan_resyncs(out) if out.alerts else out
 
     def tick(self, now_ns: int) -> Emission:
         out = Emission()

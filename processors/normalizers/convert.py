@@ -17,6 +17,7 @@ _NS_MIN, _NS_MAX = -(2**63), 2**63 - 1
 _DECIMAL = re.compile(r"-?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _PAIR = re.compile(r"[A-Z0-9]+/[A-Z0-9]+")
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_DECIMALS_SEEN: set[str] = set()   # prices and sizes repeat: the syntax check once per text
 
 
 def dec(value: Any, field: str = "value") -> str:
@@ -30,7 +31,12 @@ def dec(value: Any, field: str = "value") -> str:
     """
     kind = type(value)
     if kind is str:
+        if value in _DECIMALS_SEEN:
+            return value
         if _DECIMAL.fullmatch(value):
+            if len(_DECIMALS_SEEN) >= 8192:
+                _DECIMALS_SEEN.clear()
+            _DECIMALS_SEEN.add(value)
             return value
         raise NormalizeError(f"{field}: {value[:40]!r} is not a decimal number")
     if kind is int:
@@ -65,6 +71,9 @@ def rfc3339_ns(text: Any, field: str = "time") -> int:
     ``"2021-02-22T15:51:45.335689322Z"`` -> 1614009105335689322. A time without a zone
     is read as UTC. Keeps all nine digits (``datetime`` alone would stop at micros).
     """
+    last = _LAST_TIME
+    if text == last[0] and type(text) is str:   # a frame's items often share one stamp
+        return last[1]
     if type(text) is not str or len(text) < 19:
         raise NormalizeError(f"{field}: {str(text)[:40]!r} is not an RFC 3339 time")
     try:
@@ -91,9 +100,16 @@ def rfc3339_ns(text: Any, field: str = "time") -> int:
         ns = seconds * 1_000_000_000 + frac
     except ValueError:
         raise NormalizeError(f"{field}: {text[:40]!r} is not an RFC 3339 time") from None
-    return _check_ns(ns, field)
+    return _remember_time(text, _check_ns(ns, field))
 
 
+def _remember_time(text: str, ns: int) -> int:
+    global _LAST_TIME
+    _LAST_TIME = (text, ns)
+    return ns
+
+
+_LAST_TIME: tuple[str | None, int] = (None, 0)   # the last time converted
 _SECONDS: dict[str, int] = {}   # date-time to the second + zone -> epoch seconds (feeds repeat them)
 
 
