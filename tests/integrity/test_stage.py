@@ -224,3 +224,21 @@ def test_a_processor_catching_up_closes_no_window_early():
     check.check(late)
     assert [a["kind"] for a in late.alerts] == ["OUT_OF_ORDER"]
     assert [r["trade_id"] for r in late.records] == ["2", "3"]
+
+
+def test_content_fingerprint_leaves_out_the_origin_whichever_origin_fields_a_record_has():
+    import zlib
+
+    import orjson
+
+    from tickpipe.processors.integrity.stage import ORIGIN_FIELDS, _fingerprint
+    from tickpipe.processors.records import Record
+
+    full = Record("trade", provider="p", symbol="S", price="1.5", event_time=5, recv_time=9, conn="c", session="s",
+                  frame_seq=3, frame_index=0)
+    mark = Record("sequence_mark", symbol="S", sequence=4, recv_time=9)   # no conn, session, frame_seq, index
+    for record in (full, mark):
+        body = {k: v for k, v in record.items() if k not in ORIGIN_FIELDS}
+        assert _fingerprint(record) == zlib.crc32(orjson.dumps(body, option=orjson.OPT_SORT_KEYS))
+        assert set(record) > set(body)   # the record itself is untouched
+    assert _fingerprint(full) == _fingerprint(Record("trade", {**full, "recv_time": 10, "conn": "d", "frame_seq": 4}))
