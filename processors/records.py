@@ -58,7 +58,7 @@ class Record(dict):
     __slots__ = ("kind", "encoded")
 
     def __init__(self, kind: str, fields: dict[str, Any] | None = None, /, **more: Any) -> None:
-        super().__init__(fields or (), **more)
+        dict.__init__(self, fields or (), **more)
         self.kind = kind
         self.encoded: bytes | None = None  # its Avro bytes, once the pipeline has validated it
 
@@ -76,6 +76,18 @@ class Record(dict):
 
     def __reduce__(self):
         return (Record, (self.kind, dict(self)))
+
+
+def new_record(kind: str, fields: dict[str, Any]) -> Record:
+    """``Record(kind, fields)`` without the Python-level ``__init__`` (the normalizers' hot path)."""
+    record = _new_dict(Record)
+    _update(record, fields)
+    record.kind = kind
+    record.encoded = None
+    return record
+
+
+_new_dict, _update = dict.__new__, dict.update
 
 
 def kind_of(name: str) -> str:

@@ -97,7 +97,7 @@ from tickpipe.envelope import RawRecord
 from tickpipe.processors.normalizers.convert import normalize_symbol
 from tickpipe.processors.normalizers.errors import PARSE, NormalizeError
 from tickpipe.processors.normalizers.state import NormalizerState
-from tickpipe.processors.records import SCOPE_CONNECTION, Record
+from tickpipe.processors.records import SCOPE_CONNECTION, Record, new_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +188,7 @@ class Frame:
         raw = self.raw
         if type(provider_symbol) is not str or not provider_symbol:
             raise NormalizeError(f"{kind} without an instrument")
-        rec = Record(kind, fields)
+        rec = new_record(kind, fields)
         rec.update(provider=raw.provider,
                    symbol=symbol if symbol is not None else normalize_symbol(provider_symbol),
                    provider_symbol=provider_symbol, event_time=event_time, recv_time=raw.recv_ns, conn=raw.conn,
