@@ -10,7 +10,9 @@ run through ``Pipeline.for_provider(provider, checks=[IntegrityCheck(provider)])
 * the stages alone, over the same records: ``envelope`` (``RawRecord.from_kafka``),
   ``normalizer`` (``Frame`` + the provider normalizer), ``avro`` (``AvroEncoder.encode`` of
   every record), ``integrity`` (``IntegrityCheck.check`` on a fresh stage); ``rest`` is
-  ``total`` minus the stages (``FrameResult``, outputs, metrics, dispatch);
+  ``total`` minus the stages: ``FrameResult``, outputs, metrics, dispatch, and the stages
+  costing more when they take turns on every frame than each alone in a tight loop (caches:
+  timed inside the real loop, every stage is 1.3-1.7x its figure here);
 * ``baseline``: ``orjson.loads`` of the same values, in the same run (the machine is shared:
   compare ratios against it, not absolute figures across runs).
 
