@@ -5,7 +5,7 @@
 One ``tickpipe emulate financefeast --rate 0`` (as fast as it can send) serves both, one
 after the other: the bare loop (``bench.baselines receive``: authenticate, ``recv()``,
 count) and the real ``tickpipe produce financefeast`` (the shared loop, the envelope, the
-Kafka sink with its defaults: acks=all, lz4, linger 20 ms). The producer's rate is frames
+Kafka sink with its defaults: acks=all, zstd, linger 20 ms). The producer's rate is frames
 acknowledged by Kafka per second (its ``frames_produced`` counter over the window after the
 warm-up). Zero loss: after SIGTERM it must exit 0 with nothing dropped, and the raw topic
 must hold every ``tp-seq`` from 1 to the last exactly once. Target: producer/bare >= 0.8.

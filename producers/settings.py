@@ -42,7 +42,7 @@ class ProducerSettings:
                                                        "(keep it below ping_timeout_s)")
     linger_ms: int = setting(20, minimum=0, help="Kafka producer batching delay")
     batch_size: int = setting(256 * 1024, minimum=1024, help="Kafka producer batch size in bytes")
-    compression: str = setting("lz4", choices=COMPRESSION, help="Kafka compression (snappy/lz4/zstd use cramjam, a dependency)")
+    compression: str = setting("zstd", choices=COMPRESSION, help="Kafka compression (snappy/lz4/zstd use cramjam, a dependency)")
     request_timeout_ms: int = setting(15_000, minimum=100, help="Kafka request timeout; a failed batch is retried")
     max_request_bytes: int = setting(32 * 1024 * 1024, minimum=1024, help="largest Kafka produce request")
     chunk_records: int = setting(1000, minimum=1, help="records handed to the Kafka client per round")

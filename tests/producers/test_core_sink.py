@@ -119,7 +119,7 @@ async def test_frames_too_big_to_share_a_batch_go_alone_and_keep_their_place(kaf
     assert [r.seq for r in records] == list(range(1, 61))
 
 
-@pytest.mark.parametrize("compression", ["lz4", "none", "gzip"])
+@pytest.mark.parametrize("compression", ["zstd", "lz4", "none", "gzip"])
 async def test_every_compression_setting_reads_back(kafka_settings, compression):
     await declare_echo_topics(kafka_settings)
     recorder, sink = _sink(kafka_settings, compression=compression)
