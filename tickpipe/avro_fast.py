@@ -131,14 +131,14 @@ class _Compiler:
                         f"{ind}{t} = _SC.get({v}) or _sc({v})"]
             return [f"{ind}if type({v}) is not str: raise TypeError",
                     f"{ind}{t} = {v}.encode()",
-                    f"{ind}{t} = (_S[len({t}) * 2] if len({t}) < 64 else _zz(len({t}))) + {t}"]
+                    f"{ind}{t} = (_S[n * 2] if (n := len({t})) < 64 else _zz(n)) + {t}"]
         if schema == "bytes":
             return [f"{ind}if type({v}) is not bytes: raise TypeError",
-                    f"{ind}{t} = (_S[len({v}) * 2] if len({v}) < 64 else _zz(len({v}))) + {v}"]
+                    f"{ind}{t} = (_S[n * 2] if (n := len({v})) < 64 else _zz(n)) + {v}"]
         if schema in ("long", "int"):
             low, high = (_LONG_MIN, _LONG_MAX) if schema == "long" else (_INT_MIN, _INT_MAX)
             return [f"{ind}if type({v}) is not int or not {low} <= {v} <= {high}: raise TypeError",
-                    f"{ind}{t} = _zz({v})"]
+                    f"{ind}{t} = _S[{v} * 2] if 0 <= {v} < 64 else _zz({v})"]
         if schema == "boolean":
             return [f"{ind}if type({v}) is not bool: raise TypeError",
                     f"{ind}{t} = b'\\x01' if {v} else b'\\x00'"]
