@@ -19,7 +19,9 @@ from tickpipe.producers.buffer import PendingLoss
 class RecordSink(Protocol):
     def put(self, record: RawRecord) -> None: ...
 
-    async def wait_for_room(self) -> None: ...
+    async def wait_for_room(self) -> bool | None:
+        """Return once there is room; truthy if reads had to pause (the staleness watchdog then
+        counts from the resumption, not from the last frame)."""
 
 
 COUNT_EVERY_S = 0.05  # the received counters are added up per frame and reach Prometheus this often
