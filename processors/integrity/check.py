@@ -31,6 +31,7 @@ class IntegrityCheck:
         self.stage = IntegrityStage(provider, settings)
         self.store = store
         self.metrics = IntegrityMetrics(provider)
+        self.metrics.observe([], self.stage.connections.values())   # a live view: summed when scraped
         self._dirty: set[str] = set()
         self.restored_marks: list[dict] = []
         self._stream_ns: int | None = None   # newest receive time processed, and when (wall clock)
@@ -96,4 +97,5 @@ class IntegrityCheck:
             result.records.extend(emission.records)
         result.alerts.extend(emission.alerts)
         result.controls.extend(emission.resyncs)
-        self.metrics.observe(emission.alerts, self.stage.connections.values())
+        if emission.alerts:
+            self.metrics.observe(emission.alerts, self.stage.connections.values())
