@@ -20,7 +20,7 @@ from tickpipe.avro import AvroEncoder
 from tickpipe.config import ConfigError, setting
 from tickpipe.kafka import KafkaSettings, client_kwargs, faust_broker_options
 from tickpipe.logs import get_logger
-from tickpipe.processors.batch import BatchProcessor, event_messages
+from tickpipe.processors.batch import BatchProcessor
 from tickpipe.processors.end_offsets import read_ends_from_the_log
 from tickpipe.processors.normalizers import load_normalizer
 from tickpipe.processors.normalizers.state import NormalizerState
@@ -118,7 +118,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         app.tickpipe_processors[provider] = processor
         topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",
                           partitions=topic_settings.raw_partitions)
-        app.agent(topic, name=f"normalize-{provider}")(_agent(processor, settings))
+        _agent(app, topic, processor, settings)
         if any(hasattr(check, "tick") for check in checks):
             app.timer(settings.tick_interval_s, name=f"tick-{provider}")(processor.tick)
 
@@ -172,9 +172,10 @@ def _state_table(app, name: str, topic_settings: TopicSettings):
                      key_type=bytes, value_type=bytes, default=None)  # bytes: the "raw" codec
 
 
-def _agent(processor: BatchProcessor, settings: ProcessorSettings):
-    async def normalize(stream):
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
-            await processor.process(event_messages(events))
-    normalize.__name__ = f"normalize_{processor.pipeline.provider.replace('-', '_')}"
-    return normalize
+def _agent(app, topic, processor: BatchProcessor, settings: ProcessorSettings) -> None:
+    """The provider's consumption loop: its raw topic in whole fetched batches of up to ``batch_max``
+    records (waiting at most ``batch_within_s`` to fill one), past Faust's per-event path
+    (``processors/fastpath.py``); offsets are acked after ``processor.process`` returns."""
+    from tickpipe.processors.fastpath import RawBatchConsumption
+
+    RawBatchConsumption.of(app, settings.batch_max, settings.batch_within_s).consume(topic, processor)

@@ -1,0 +1,375 @@
+"""Raw topics consumed in whole fetched batches, past Faust's per-event path; Faust stays the framework.
+
+Why: an agent over ``stream.take_events`` costs Faust, per record, a ``Message`` and an
+``Event``, a ``wait_first`` of four tasks in ``Consumer._drain_messages``, the conductor's
+callback, a channel queue, the stream iterator, an ``add_to_buffer`` coroutine and an ack:
+about 60 % of the processor's CPU (BENCHMARKS.md, figure 1).
+
+How: Faust's consumer loop (``Consumer._drain_messages`` -> ``getmany`` ->
+``_wait_next_records``) gets each fetch as a ``{TP: [record, ...]}`` map from
+``Consumer._getmany``. :class:`RawBatchConsumption` wraps that one method on the app's
+consumer: the records of our raw topics leave the map there, whole, into a bounded
+:class:`RawRecordBuffer` per provider; everything else (the state tables' changelogs) goes
+on through Faust as before. One app task per provider (:meth:`RawBatchConsumption._consume`)
+takes batches of up to ``batch_max`` records from its buffer (waiting at most
+``batch_within_s`` to fill one), hands them to ``BatchProcessor.process`` and then acks them
+through Faust's own ack path (``Consumer.track_message`` before, ``Consumer.ack`` after), so
+Faust's offset commits, its ``wait_empty`` at shutdown, and the rest of the app (consumer
+group, tables and their recovery, timers) are unchanged.
+
+The rules:
+
+* Records are taken from a fetch only while the consumer's flow is active, in the consumer
+  generation the fetch started in, and for partitions the consumer fetches
+  (``active_partitions``); otherwise they are dropped, as Faust drops them: the rebalance
+  that stopped the flow seeks every partition back to its committed offset.
+* A record at an offset already buffered or taken into a batch is skipped: Faust seeks to
+  the committed offsets when a rebalance ends while fetches from before the seek may still
+  arrive, so the same records can come twice (Faust's own read offset, reset by the seek,
+  lets them through twice). Gaps in the offsets are recorded as Faust records them
+  (``Consumer._add_gap``), so commits can step over offsets Kafka never delivers; records
+  fetched before such a seek but handed over after it that skip ahead are read again instead.
+* A rebalance (and a shutdown) suspends ``app.flow_control`` and clears every queue it
+  manages; the buffers are managed by it, so the records of revoked partitions never reach
+  a batch (it clears them again when it resumes the flow: the buffers keep what came since).
+  Before Faust revokes partitions (``Consumer.on_partitions_revoked``, which forgets their
+  acked offsets first), no new batch starts, the batches in flight finish and their offsets
+  are committed: the partitions' next owner starts right after them.
+* Back-pressure: a full buffer holds the consumer loop (as a full channel queue holds
+  Faust's conductor) and aiokafka stops fetching what is not taken; a buffer holds at most
+  ``BUFFERED_BATCHES`` batches plus the fetch that filled it.
+* A batch that fails is logged, not acked, and crashes the app: ``tickpipe process`` exits
+  non-zero and its successor reprocesses from the committed offsets (at-least-once).
+
+Faust internals relied on (faust-streaming 0.15.3): ``Consumer._getmany(active_partitions=,
+timeout=)`` returning a map of aiokafka records, ``Consumer._to_message``, ``_add_gap``,
+``_commit_every``/``_n_acked``, ``maybe_wait_for_commit_to_finish``,
+``Consumer.on_partitions_revoked`` and ``perform_seek`` being looked up on the instance,
+``seek_wait``, ``Monitor.stream_inbound_time``
+(the livelock detector's sign of a working stream) and ``FlowControlEvent.manage_queue``
+calling ``clear()`` on whatever it manages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import Any
+
+from tickpipe.logs import get_logger
+from tickpipe.processors.deadletter import Source
+
+log = get_logger("tickpipe.processors.fastpath")
+
+#: A provider's buffer holds this many batches (the consumer loop waits beyond).
+BUFFERED_BATCHES = 4
+
+
+class RawRecordBuffer:
+    """Fetched raw records of one provider, in fetch order, bounded; ``clear()`` on rebalance.
+
+    Knows per partition the offset after the last record it buffered or handed out, so that
+    a record fetched again (after a seek back) is not handed out twice.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._chunks: deque[tuple[Any, list]] = deque()  # (tp, records of one fetch of that tp)
+        self._size = 0
+        self._next_offset: dict[Any, int] = {}  # after the last offset buffered or taken
+        self._next_untaken: dict[Any, int] = {}  # after the last offset taken into a batch
+        self._enough: asyncio.Event | None = None  # set when _size reaches _wanted
+        self._wanted = 0
+        self._room: asyncio.Event | None = None  # set while _size < capacity
+
+    def __len__(self) -> int:
+        return self._size
+
+    def unseen(self, tp, records: list) -> tuple[list, list[tuple[int, int]]]:
+        """``records`` past those already buffered or taken, and the offsets missing before
+        them (``(first, last)`` ranges)."""
+        expected = self._next_offset.get(tp)
+        first, last = records[0].offset, records[-1].offset
+        if (expected is None or first >= expected) and last - first == len(records) - 1:  # the usual case
+            return records, [(expected, first - 1)] if expected is not None and first > expected else []
+        kept, gaps = [], []
+        for record in records:
+            if expected is None or record.offset >= expected:
+                if expected is not None and record.offset > expected:
+                    gaps.append((expected, record.offset - 1))
+                kept.append(record)
+                expected = record.offset + 1
+        return kept, gaps
+
+    def add(self, tp, records: list) -> None:
+        self._chunks.append((tp, records))
+        self._size += len(records)
+        self._next_offset[tp] = records[-1].offset + 1
+        if self._wanted and self._size >= self._wanted and self._enough is not None:
+            self._enough.set()
+
+    def clear(self) -> None:
+        """Drop everything buffered: those records come again from the committed offsets."""
+        self._chunks.clear()
+        self._size = 0
+        self._next_offset = dict(self._next_untaken)
+        if self._room is not None:
+            self._room.set()
+
+    def forget(self, tps) -> None:
+        """Partitions revoked: whatever comes from them next is new to this buffer."""
+        for tp in tps:
+            self._next_offset.pop(tp, None)
+            self._next_untaken.pop(tp, None)
+
+    async def wait_for_room(self) -> None:
+        while self._size >= self.capacity:
+            if self._room is None:
+                self._room = asyncio.Event()
+            self._room.clear()
+            await self._room.wait()
+
+    async def take(self, max_records: int, within_s: float) -> list[tuple[Any, Any]]:
+        """(tp, record) pairs, at most ``max_records``: waits for a first record, then at most
+        ``within_s`` for the batch to fill. May return nothing (cleared meanwhile)."""
+        if not self._size:
+            await self._wait_for(1, None)
+        if self._size < max_records:
+            await self._wait_for(max_records, within_s)
+        return self._pop(max_records)
+
+    async def _wait_for(self, count: int, timeout: float | None) -> None:
+        if self._enough is None:
+            self._enough = asyncio.Event()
+        self._enough.clear()
+        self._wanted = count
+        try:
+            async with asyncio.timeout(timeout):
+                await self._enough.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._wanted = 0
+
+    def _pop(self, max_records: int) -> list[tuple[Any, Any]]:
+        batch: list[tuple[Any, Any]] = []
+        chunks = self._chunks
+        while chunks and len(batch) < max_records:
+            tp, records = chunks[0]
+            room = max_records - len(batch)
+            if len(records) <= room:
+                chunks.popleft()
+            else:
+                chunks[0] = (tp, records[room:])
+                records = records[:room]
+            batch.extend([(tp, record) for record in records])
+            self._next_untaken[tp] = records[-1].offset + 1
+        self._size -= len(batch)
+        if self._room is not None and self._size < self.capacity:
+            self._room.set()
+        return batch
+
+
+class _Lane:
+    """One provider: its raw topic, its buffer, its batch processor."""
+
+    def __init__(self, topic: str, processor, capacity: int, flow_control) -> None:
+        self.topic = topic
+        self.processor = processor
+        self.buffer = RawRecordBuffer(capacity)
+        self._flow_control = flow_control
+        flow_control.manage_queue(self)  # weakly: the lane keeps this alive
+
+    def clear(self) -> None:
+        """``app.flow_control`` clears the queues it manages when it suspends the flow (a rebalance
+        or a shutdown starts: the buffered records come again from the committed offsets after
+        the rebalance's seek) and again when it resumes the flow, after that seek: what was
+        buffered since is from the new positions, and nothing would bring it again."""
+        if not self._flow_control.is_active():
+            self.buffer.clear()
+
+
+class RawBatchConsumption:
+    """The app's raw topics, read by its Faust consumer and processed in whole fetched batches.
+
+    One per app (:meth:`of`); :meth:`consume` adds a provider's raw topic.
+    """
+
+    def __init__(self, app, batch_max: int, batch_within_s: float) -> None:
+        self.app = app
+        self.batch_max = batch_max
+        self.batch_within_s = batch_within_s
+        self.lanes: dict[str, _Lane] = {}
+        self._taking = asyncio.Event()  # clear while partitions are being revoked: no batch starts
+        self._taking.set()
+        self._in_flight = 0
+        self._idle = asyncio.Event()  # set while no batch is in flight
+        self._idle.set()
+        consumer = app.consumer
+        self._faust_getmany = consumer._getmany
+        consumer._getmany = self._getmany_keeping_raw_records
+        self._faust_on_partitions_revoked = consumer.on_partitions_revoked
+        consumer.on_partitions_revoked = self._on_partitions_revoked
+        self._seeks = 0  # + 1 when Faust starts seeking to the committed offsets, + 1 when done
+        self._faust_perform_seek = consumer.perform_seek
+        consumer.perform_seek = self._perform_seek_counted
+
+    @classmethod
+    def of(cls, app, batch_max: int, batch_within_s: float) -> "RawBatchConsumption":
+        existing = getattr(app, "tickpipe_raw_batches", None)
+        if existing is None:
+            existing = app.tickpipe_raw_batches = cls(app, batch_max, batch_within_s)
+        return existing
+
+    def consume(self, topic, processor) -> None:
+        """Subscribe the app to ``topic`` (a Faust topic of one raw topic) and process it with
+        ``processor`` (a :class:`~tickpipe.processors.batch.BatchProcessor`)."""
+        (name,) = topic.topics
+        lane = _Lane(name, processor, BUFFERED_BATCHES * self.batch_max, self.app.flow_control)
+        self.lanes[name] = lane
+        self.app.topics.add(topic)  # the conductor subscribes to it; acks count for it
+        provider = processor.pipeline.provider
+
+        async def consume_raw_batches() -> None:
+            await self._consume(lane)
+        consume_raw_batches.__name__ = f"consume_raw_batches_{provider.replace('-', '_')}"
+        self.app.task(consume_raw_batches)
+
+    # -- the consumer side: runs in Faust's Fetcher task (Consumer._drain_messages) --
+
+    async def _getmany_keeping_raw_records(self, active_partitions, timeout: float):
+        app = self.app
+        generation, seeks = app.consumer_generation_id, self._seeks
+        records = await self._faust_getmany(active_partitions=active_partitions, timeout=timeout)
+        if not records:
+            return records
+        for tp in [tp for tp in records if tp.topic in self.lanes]:
+            fetched = records.pop(tp)
+            buffer = self.lanes[tp.topic].buffer
+            await buffer.wait_for_room()
+            if not self._may_take(tp, generation, active_partitions):
+                continue  # Faust drops them as well: a seek to the committed offset follows
+            fetched, gaps = buffer.unseen(tp, fetched)
+            if gaps and seeks != self._seeks:
+                # fetched across a seek, and not where this partition goes on: read before the
+                # seek and handed over after it; read them again from where the buffer needs
+                await app.consumer.seek_wait({tp: gaps[0][0]})
+                continue
+            for first, last in gaps:
+                await app.consumer._add_gap(tp, first, last)
+            if fetched and self._may_take(tp, generation, active_partitions):
+                buffer.add(tp, fetched)
+        await self._commit_every_n_acks()
+        return records
+
+    def _may_take(self, tp, generation: int, active_partitions) -> bool:
+        app = self.app
+        return (app.consumer.flow_active and self._taking.is_set() and not app.should_stop
+                and app.consumer_generation_id == generation
+                and (active_partitions is None or tp in active_partitions))
+
+    async def _commit_every_n_acks(self) -> None:
+        """``broker_commit_every``, as ``Consumer._drain_messages`` applies it."""
+        consumer = self.app.consumer
+        every = consumer._commit_every
+        if every is not None and consumer._n_acked >= every:
+            consumer._n_acked = 0
+            await consumer.commit()
+
+    # -- rebalances --
+
+    async def _perform_seek_counted(self) -> None:
+        self._seeks += 1
+        try:
+            await self._faust_perform_seek()
+        finally:
+            self._seeks += 1
+
+    async def _on_partitions_revoked(self, revoked) -> None:
+        """Finish the batches in flight and commit their offsets, then let Faust revoke.
+
+        ``Consumer.on_partitions_revoked`` forgets the revoked partitions' acked offsets
+        first and only then (``App._on_partitions_revoked``: ``wait_empty``, commit) waits for
+        what is in flight: without this, whatever was acked since the last commit (up to
+        ``commit_interval`` of records, and the batch in flight) would be processed again by
+        the partition's next owner, or by this worker after the rebalance.
+        """
+        if not self.app.should_stop:
+            self._taking.clear()
+            try:
+                await self._idle.wait()
+                consumer = self.app.consumer
+                # commit() only waits when a commit is running (the periodic one): wait for that
+                # first, so that this one commits what the batches just acked
+                await consumer.maybe_wait_for_commit_to_finish()
+                await consumer.commit()
+            except Exception as exc:  # the revocation goes on; the uncommitted records come again
+                log.warning("commit before revocation failed", error=f"{type(exc).__name__}: {exc}")
+        try:
+            await self._faust_on_partitions_revoked(revoked)
+        finally:
+            for lane in self.lanes.values():
+                lane.buffer.forget(revoked)
+            self._taking.set()  # Faust's flow control holds the loops until the new assignment is ready
+
+    # -- the processing side: one app task per provider --
+
+    async def _consume(self, lane: _Lane) -> None:
+        app = self.app
+        flow = app.flow_control
+        while not app.should_stop:
+            await flow.acquire()
+            await self._taking.wait()
+            pairs = await lane.buffer.take(self.batch_max, self.batch_within_s)
+            if not pairs or not flow.is_active() or not self._taking.is_set() or app.should_stop:
+                continue  # a rebalance or a shutdown started: the partitions go back to their commits
+            # no await between taking and tracking: a shutdown's wait_empty must see the whole batch
+            messages = self._track(pairs)
+            self._in_flight += 1
+            self._idle.clear()
+            try:
+                await lane.processor.process(
+                    [(m.key, m.value, m.headers, Source(m.topic, m.partition, m.offset)) for m in messages])
+                self._ack(messages)
+            except asyncio.CancelledError:
+                messages.clear()
+                raise
+            except Exception as exc:
+                log.exception("batch failed; not acked, the processor stops", provider=lane.processor.pipeline.provider,
+                              records=len(messages), offsets=_offset_ranges(messages))
+                # Faust tracks unacked messages weakly: once gone, the shutdown's wait_empty no longer waits for them
+                messages.clear()
+                await app.crash(exc)
+                return
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
+
+    def _track(self, pairs: list) -> list:
+        """Faust messages of (tp, record) pairs, tracked as being processed (pending ack)."""
+        consumer = self.app.consumer
+        to_message, track = consumer._to_message, consumer.track_message
+        messages = [to_message(tp, record) for tp, record in pairs]
+        for message in messages:
+            track(message)
+        inbound, now = self.app.monitor.stream_inbound_time, time.monotonic()
+        for tp, _record in pairs:
+            inbound[tp] = now  # Faust's livelock detector: the partition's "stream" is working
+        return messages
+
+    def _ack(self, messages: list) -> None:
+        """Acked as a stream acks an event: the offsets become committable."""
+        ack, message_out = self.app.consumer.ack, self.app.sensors.on_message_out
+        for message in messages:
+            ack(message)
+            message_out(message.tp, message.offset, message)
+
+
+def _offset_ranges(messages: list) -> str:
+    """``partition:first-last`` of each partition in a batch (for logs)."""
+    ranges: dict[int, list[int]] = {}
+    for message in messages:
+        ranges.setdefault(message.partition, [message.offset, message.offset])[1] = message.offset
+    return ",".join(f"{p}:{a}-{b}" for p, (a, b) in sorted(ranges.items()))

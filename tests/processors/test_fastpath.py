@@ -1,0 +1,308 @@
+"""``processors/fastpath.py`` without a broker: the buffer, and the batch loop around a stand-in Faust consumer.
+
+The real consumer, rebalances and SIGTERM: ``test_fastpath_e2e.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from collections import defaultdict, namedtuple
+from types import SimpleNamespace
+
+import pytest
+from faust.types.tuples import TP, ConsumerMessage
+from mode.utils.queues import FlowControlEvent
+
+from tickpipe.processors.fastpath import BUFFERED_BATCHES, RawBatchConsumption, RawRecordBuffer
+
+Record = namedtuple("Record", "topic partition offset key value headers")
+RAW = "raw.financefeast"
+
+
+def records(partition: int, offsets: range, topic: str = RAW) -> list[Record]:
+    return [Record(topic, partition, o, b"ff-0", b"v%d" % o, []) for o in offsets]
+
+
+async def test_a_batch_is_at_most_batch_max_records_in_fetch_order():
+    buffer = RawRecordBuffer(capacity=100)
+    buffer.add(TP(RAW, 0), records(0, range(0, 3)))
+    buffer.add(TP(RAW, 1), records(1, range(0, 4)))
+    first = await buffer.take(5, within_s=1.0)
+    assert [(r.partition, r.offset) for _, r in first] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    assert [(r.partition, r.offset) for _, r in await buffer.take(5, within_s=0.01)] == [(1, 2), (1, 3)]
+    assert len(buffer) == 0
+
+
+async def test_a_batch_waits_at_most_batch_within_s_to_fill():
+    buffer = RawRecordBuffer(capacity=100)
+    buffer.add(TP(RAW, 0), records(0, range(0, 2)))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert len(await buffer.take(10, within_s=0.2)) == 2
+    assert 0.15 <= loop.time() - start < 1.0
+
+    async def fill_later():
+        await asyncio.sleep(0.05)
+        buffer.add(TP(RAW, 0), records(0, range(2, 12)))
+    start = loop.time()
+    buffer.add(TP(RAW, 0), records(0, range(12, 13)))
+    filler = asyncio.ensure_future(fill_later())
+    assert len(await buffer.take(10, within_s=5.0)) == 10  # full: does not wait out within_s
+    assert loop.time() - start < 1.0
+    await filler
+
+
+async def test_a_full_buffer_holds_the_consumer_until_a_batch_is_taken_or_it_is_cleared():
+    buffer = RawRecordBuffer(capacity=10)
+    buffer.add(TP(RAW, 0), records(0, range(0, 10)))
+    waiting = asyncio.ensure_future(buffer.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await buffer.take(3, within_s=0.01)
+    await asyncio.wait_for(waiting, 1.0)
+
+    buffer.add(TP(RAW, 0), records(0, range(10, 13)))
+    waiting = asyncio.ensure_future(buffer.wait_for_room())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    buffer.clear()  # a rebalance: Faust's flow control clears the queues it manages
+    await asyncio.wait_for(waiting, 1.0)
+    assert len(buffer) == 0
+
+
+class StandInConsumer:
+    """What the fast path uses of Faust's consumer, recording tracks and acks."""
+
+    def __init__(self, fetches: list[dict]) -> None:
+        self.fetches = fetches
+        self.flow_active = True
+        self._read_offset = defaultdict(lambda: None)
+        self._commit_every = None
+        self._n_acked = 0
+        self.gaps: list = []
+        self.sought: list = []
+        self.tracked = weakref.WeakSet()
+        self.acked: list[tuple[int, int]] = []
+
+    async def _getmany(self, active_partitions, timeout):
+        return self.fetches.pop(0) if self.fetches else {}
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        pass
+
+    def _to_message(self, tp, record) -> ConsumerMessage:
+        return ConsumerMessage(record.topic, record.partition, record.offset, 0.0, 0, record.headers, record.key,
+                               record.value, None, tp=tp)
+
+    def track_message(self, message) -> None:
+        self.tracked.add(message)
+
+    def ack(self, message) -> bool:
+        self.tracked.discard(message)
+        self.acked.append((message.partition, message.offset))
+        return True
+
+    async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((tp.partition, offset_from, offset_to))
+
+    async def perform_seek(self) -> None:
+        pass
+
+    async def seek_wait(self, partitions) -> None:
+        self.sought.append(dict(partitions))
+
+
+class StandInApp:
+    def __init__(self, consumer: StandInConsumer) -> None:
+        self.consumer = consumer
+        self.flow_control = FlowControlEvent(initially_suspended=False)
+        self.topics = SimpleNamespace(add=lambda topic: None)
+        self.sensors = SimpleNamespace(on_message_out=lambda tp, offset, message: None)
+        self.monitor = SimpleNamespace(stream_inbound_time={})
+        self.tasks: list = []
+        self.should_stop = False
+        self.consumer_generation_id = 1
+        self.crashed_with = None
+
+    def task(self, fun):
+        self.tasks.append(fun)
+        return fun
+
+    async def crash(self, exc) -> None:
+        self.crashed_with = exc
+
+
+class RecordingProcessor:
+    def __init__(self, app: StandInApp, fail: bool = False) -> None:
+        self.app = app
+        self.fail = fail
+        self.pipeline = SimpleNamespace(provider="financefeast")
+        self.batches: list[list] = []
+
+    async def process(self, messages) -> int:
+        self.batches.append([(source.partition, source.offset) for _k, _v, _h, source in messages])
+        assert len(self.app.consumer.acked) == sum(len(b) for b in self.batches[:-1])  # none of this batch yet
+        assert len(self.app.consumer.tracked) >= len(messages)
+        await asyncio.sleep(0)
+        if self.fail:
+            raise ValueError("a bug")
+        return len(messages)
+
+
+def fast_path(fetches: list[dict], fail: bool = False, batch_max: int = 4):
+    consumer = StandInConsumer(fetches)
+    app = StandInApp(consumer)
+    raw = RawBatchConsumption.of(app, batch_max=batch_max, batch_within_s=0.01)
+    processor = RecordingProcessor(app, fail)
+    raw.consume(SimpleNamespace(topics=[RAW]), processor)
+    return app, raw, processor
+
+
+async def fetch_all(app, active) -> list[dict]:
+    """Run the consumer side over every stand-in fetch; what Faust's own path would still get."""
+    rest = []
+    while app.consumer.fetches:
+        rest.append(await app.consumer._getmany(active_partitions=active, timeout=1.0))
+    return rest
+
+
+async def test_raw_records_leave_the_fetch_whole_and_are_acked_in_batches_after_processing():
+    changelog = TP("app-integrity-financefeast-changelog", 0)
+    p0, p1 = TP(RAW, 0), TP(RAW, 1)
+    app, raw, processor = fast_path([{p0: records(0, range(0, 6)), changelog: ["state"]},
+                                     {p1: records(1, range(0, 2)), p0: records(0, range(6, 8))}])
+    rest = await fetch_all(app, {p0, p1, changelog})
+    assert rest == [{changelog: ["state"]}, {}]  # the changelog goes on through Faust
+    loop = asyncio.ensure_future(app.tasks[0]())
+    while len(app.consumer.acked) < 10:
+        await asyncio.sleep(0.01)
+    app.should_stop = True
+    loop.cancel()
+    assert [len(batch) for batch in processor.batches] == [4, 4, 2]
+    assert app.consumer.acked == [offset for batch in processor.batches for offset in batch]
+    assert sorted(app.consumer.acked) == sorted([(0, o) for o in range(8)] + [(1, 0), (1, 1)])
+    assert not app.consumer.tracked
+
+
+async def test_records_are_not_taken_while_the_flow_is_stopped_or_from_another_generation_or_partition():
+    p0, p1 = TP(RAW, 0), TP(RAW, 1)
+    app, raw, _ = fast_path([{p0: records(0, range(0, 2))}, {p0: records(0, range(2, 4))},
+                             {p1: records(1, range(0, 2))}])
+    app.consumer.flow_active = False  # a rebalance started: Faust seeks back to the committed offsets
+    await app.consumer._getmany(active_partitions={p0, p1}, timeout=1.0)
+    app.consumer.flow_active = True
+    original = raw._faust_getmany
+
+    async def fetch_across_a_rebalance(active_partitions, timeout):
+        app.consumer_generation_id += 1
+        return await original(active_partitions=active_partitions, timeout=timeout)
+    raw._faust_getmany = fetch_across_a_rebalance
+    await app.consumer._getmany(active_partitions={p0, p1}, timeout=1.0)
+    raw._faust_getmany = original
+    await app.consumer._getmany(active_partitions={p0}, timeout=1.0)  # p1 paused
+    assert len(raw.lanes[RAW].buffer) == 0
+
+
+async def test_records_fetched_again_after_a_seek_back_are_handed_out_once_and_gaps_are_recorded():
+    p0 = TP(RAW, 0)
+    app, raw, _ = fast_path([{p0: records(0, range(0, 3))}, {p0: records(0, range(0, 5))},
+                             {p0: records(0, range(7, 9))}])
+    buffer = raw.lanes[RAW].buffer
+    await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
+    assert [r.offset for _, r in await buffer.take(2, 0.01)] == [0, 1]  # a batch: 0 and 1
+    app.flow_control.suspend()  # a rebalance starts: the buffer is cleared (2 with it) ...
+    app.flow_control.clear()
+    app.flow_control.resume()
+    await fetch_all(app, {p0})  # ... and Faust's seek to the committed offset 0 brings 0.. again
+    assert [r.offset for _, r in await buffer.take(100, 0.01)] == [2, 3, 4, 7, 8]
+    assert app.consumer.gaps == [(0, 5, 6)]
+
+
+async def test_what_was_buffered_since_the_seek_is_kept_when_the_flow_resumes():
+    p0 = TP(RAW, 0)
+    app, raw, _ = fast_path([{p0: records(0, range(0, 3))}])
+    app.flow_control.suspend()
+    app.flow_control.clear()
+    await app.consumer._getmany(active_partitions={p0}, timeout=1.0)  # after the seek, before the resume
+    app.flow_control.resume()  # clears the queues it manages once more
+    assert len(raw.lanes[RAW].buffer) == 3
+
+
+async def test_records_from_before_a_seek_that_skip_ahead_are_read_again():
+    p0 = TP(RAW, 0)
+    app, raw, _ = fast_path([{p0: records(0, range(0, 4))}])
+    buffer = raw.lanes[RAW].buffer
+    await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
+    await buffer.take(2, 0.01)  # 0 and 1 taken; 2 and 3 buffered
+    original = raw._faust_getmany
+
+    async def fetch_handed_over_after_a_seek(active_partitions, timeout):
+        app.flow_control.suspend()  # a rebalance: 2 and 3 dropped ...
+        app.flow_control.clear()
+        await app.consumer.perform_seek()  # ... Faust seeks back to 2, the flow resumes
+        app.flow_control.resume()
+        return {p0: records(0, range(4, 6))}  # read before the seek
+    raw._faust_getmany = fetch_handed_over_after_a_seek
+    await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
+    assert len(buffer) == 0 and app.consumer.sought == [{p0: 2}] and app.consumer.gaps == []
+    raw._faust_getmany = original
+    app.consumer.fetches = [{p0: records(0, range(2, 6))}]
+    await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
+    assert [r.offset for _, r in await buffer.take(100, 0.01)] == [2, 3, 4, 5]
+
+
+async def test_a_batch_that_fails_is_not_acked_crashes_the_app_and_is_no_longer_tracked():
+    p0 = TP(RAW, 0)
+    app, raw, processor = fast_path([{p0: records(0, range(0, 3))}], fail=True)
+    await fetch_all(app, {p0})
+    await asyncio.wait_for(app.tasks[0](), 2.0)  # returns: the loop ends with the crash
+    assert isinstance(app.crashed_with, ValueError)
+    assert processor.batches == [[(0, 0), (0, 1), (0, 2)]]
+    assert app.consumer.acked == []
+    gc.collect()
+    assert not app.consumer.tracked  # the shutdown's wait_empty does not wait for it forever
+
+
+async def test_revocation_waits_for_the_batch_in_flight_and_commits_before_faust_forgets_the_acks():
+    p0 = TP(RAW, 0)
+    app, raw, processor = fast_path([{p0: records(0, range(0, 4))}])
+    release = asyncio.Event()
+    events: list[str] = []
+    process = processor.process
+
+    async def slow_process(messages):
+        events.append("batch started")
+        await release.wait()
+        return await process(messages)
+    processor.process = slow_process
+
+    async def commit():
+        events.append(f"commit after {len(app.consumer.acked)} acks")
+
+    async def no_commit_running():
+        return False
+
+    async def faust_revokes(revoked):
+        events.append("faust revokes")
+    app.consumer.commit, app.consumer.maybe_wait_for_commit_to_finish = commit, no_commit_running
+    raw._faust_on_partitions_revoked = faust_revokes
+    await fetch_all(app, {p0})
+    loop = asyncio.ensure_future(app.tasks[0]())
+    while not events:
+        await asyncio.sleep(0.01)
+    revoking = asyncio.ensure_future(app.consumer.on_partitions_revoked({p0}))
+    await asyncio.sleep(0.05)
+    assert events == ["batch started"]  # the revocation waits for the batch
+    release.set()
+    await asyncio.wait_for(revoking, 1.0)
+    assert events == ["batch started", "commit after 4 acks", "faust revokes"]
+    app.should_stop = True
+    loop.cancel()
+
+
+@pytest.mark.parametrize("batch_max", [1, 1000])
+def test_a_buffer_holds_a_few_batches(batch_max):
+    _app, raw, _ = fast_path([], batch_max=batch_max)
+    assert raw.lanes[RAW].buffer.capacity == BUFFERED_BATCHES * batch_max
