@@ -1,7 +1,8 @@
-"""The Faust app of ``tickpipe process``: one agent per provider, ``raw.<provider>`` -> clean topics.
+"""The Faust app of ``tickpipe process``: one loop per provider, ``raw.<provider>`` -> clean topics.
 
-Each agent takes batches (``stream.take_events``) of raw records, runs them through the
-provider's :class:`~tickpipe.processors.pipeline.Pipeline` (normalize -> integrity checks
+Each loop takes whole fetched batches of raw records (``processors/fastpath.py``, past Faust's
+per-event path), runs them through the provider's
+:class:`~tickpipe.processors.pipeline.Pipeline` (normalize -> integrity checks
 -> Avro encode) and produces ticks (key: instrument), gap alerts and dead letters with
 Faust's producer (acks=all, no idempotence: at-least-once, and Tansu cannot do
 InitProducerId). The batch's offsets are acked only after its outputs are delivered.
