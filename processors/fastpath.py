@@ -109,6 +109,13 @@ class RawRecordBuffer:
         if self._wanted and self._size >= self._wanted and self._enough is not None:
             self._enough.set()
 
+    def handed_out(self, pairs: list) -> None:
+        """(tp, record) pairs taken are being processed: not to be handed out again, even when
+        fetched again. (Pairs taken and then not processed come again after the next ``clear()``.)"""
+        untaken = self._next_untaken
+        for tp, record in pairs:
+            untaken[tp] = record.offset + 1
+
     def clear(self) -> None:
         """Drop everything buffered: those records come again from the committed offsets."""
         self._chunks.clear()
@@ -164,7 +171,6 @@ class RawRecordBuffer:
                 chunks[0] = (tp, records[room:])
                 records = records[:room]
             batch.extend([(tp, record) for record in records])
-            self._next_untaken[tp] = records[-1].offset + 1
         self._size -= len(batch)
         if self._room is not None and self._size < self.capacity:
             self._room.set()
@@ -325,6 +331,7 @@ class RawBatchConsumption:
             if not pairs or not flow.is_active() or not self._taking.is_set() or app.should_stop:
                 continue  # a rebalance or a shutdown started: the partitions go back to their commits
             # no await between taking and tracking: a shutdown's wait_empty must see the whole batch
+            lane.buffer.handed_out(pairs)
             messages = self._track(pairs)
             self._in_flight += 1
             self._idle.clear()

@@ -54,6 +54,16 @@ async def test_a_batch_waits_at_most_batch_within_s_to_fill():
     await filler
 
 
+async def test_records_taken_but_not_handed_out_come_again_after_a_clear_and_handed_out_ones_do_not():
+    buffer, tp = RawRecordBuffer(capacity=100), TP(RAW, 0)
+    buffer.add(tp, records(0, range(0, 6)))
+    buffer.handed_out(await buffer.take(2, within_s=0.01))  # 0, 1: being processed
+    await buffer.take(2, within_s=0.01)  # 2, 3: taken as a rebalance started, dropped
+    buffer.clear()  # the rebalance: 4, 5 dropped too; Faust seeks back to the committed offset
+    kept, gaps = buffer.unseen(tp, records(0, range(0, 6)))
+    assert [r.offset for r in kept] == [2, 3, 4, 5] and gaps == []
+
+
 async def test_a_full_buffer_holds_the_consumer_until_a_batch_is_taken_or_it_is_cleared():
     buffer = RawRecordBuffer(capacity=10)
     buffer.add(TP(RAW, 0), records(0, range(0, 10)))
@@ -211,7 +221,9 @@ async def test_records_fetched_again_after_a_seek_back_are_handed_out_once_and_g
                              {p0: records(0, range(7, 9))}])
     buffer = raw.lanes[RAW].buffer
     await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
-    assert [r.offset for _, r in await buffer.take(2, 0.01)] == [0, 1]  # a batch: 0 and 1
+    batch = await buffer.take(2, 0.01)
+    buffer.handed_out(batch)
+    assert [r.offset for _, r in batch] == [0, 1]  # a batch: 0 and 1
     app.flow_control.suspend()  # a rebalance starts: the buffer is cleared (2 with it) ...
     app.flow_control.clear()
     app.flow_control.resume()
@@ -235,7 +247,7 @@ async def test_records_from_before_a_seek_that_skip_ahead_are_read_again():
     app, raw, _ = fast_path([{p0: records(0, range(0, 4))}])
     buffer = raw.lanes[RAW].buffer
     await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
-    await buffer.take(2, 0.01)  # 0 and 1 taken; 2 and 3 buffered
+    buffer.handed_out(await buffer.take(2, 0.01))  # 0 and 1 taken; 2 and 3 buffered
     original = raw._faust_getmany
 
     async def fetch_handed_over_after_a_seek(active_partitions, timeout):
