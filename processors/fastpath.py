@@ -77,8 +77,8 @@ class RawRecordBuffer:
         self.capacity = capacity
         self._chunks: deque[tuple[Any, list]] = deque()  # (tp, records of one fetch of that tp)
         self._size = 0
-        self._next_offset: dict[Any, int] = {}  # after the last offset buffered or taken
-        self._next_untaken: dict[Any, int] = {}  # after the last offset taken into a batch
+        self._after_seen: dict[Any, int] = {}  # the offset after the last record buffered or handed out
+        self._after_handed_out: dict[Any, int] = {}  # the offset after the last record handed out
         self._enough: asyncio.Event | None = None  # set when _size reaches _wanted
         self._wanted = 0
         self._room: asyncio.Event | None = None  # set while _size < capacity
@@ -89,7 +89,7 @@ class RawRecordBuffer:
     def unseen(self, tp, records: list) -> tuple[list, list[tuple[int, int]]]:
         """``records`` past those already buffered or taken, and the offsets missing before
         them (``(first, last)`` ranges)."""
-        expected = self._next_offset.get(tp)
+        expected = self._after_seen.get(tp)
         first, last = records[0].offset, records[-1].offset
         if (expected is None or first >= expected) and last - first == len(records) - 1:  # the usual case
             return records, [(expected, first - 1)] if expected is not None and first > expected else []
@@ -105,30 +105,30 @@ class RawRecordBuffer:
     def add(self, tp, records: list) -> None:
         self._chunks.append((tp, records))
         self._size += len(records)
-        self._next_offset[tp] = records[-1].offset + 1
+        self._after_seen[tp] = records[-1].offset + 1
         if self._wanted and self._size >= self._wanted and self._enough is not None:
             self._enough.set()
 
     def handed_out(self, pairs: list) -> None:
         """(tp, record) pairs taken are being processed: not to be handed out again, even when
         fetched again. (Pairs taken and then not processed come again after the next ``clear()``.)"""
-        untaken = self._next_untaken
+        handed = self._after_handed_out
         for tp, record in pairs:
-            untaken[tp] = record.offset + 1
+            handed[tp] = record.offset + 1
 
     def clear(self) -> None:
         """Drop everything buffered: those records come again from the committed offsets."""
         self._chunks.clear()
         self._size = 0
-        self._next_offset = dict(self._next_untaken)
+        self._after_seen = dict(self._after_handed_out)
         if self._room is not None:
             self._room.set()
 
     def forget(self, tps) -> None:
         """Partitions revoked: whatever comes from them next is new to this buffer."""
         for tp in tps:
-            self._next_offset.pop(tp, None)
-            self._next_untaken.pop(tp, None)
+            self._after_seen.pop(tp, None)
+            self._after_handed_out.pop(tp, None)
 
     async def wait_for_room(self) -> None:
         while self._size >= self.capacity:
