@@ -79,9 +79,7 @@ def worker(kafka_settings, tmp_path, name: str, log, delay_s: float, batch_max: 
 def test_a_worker_joining_and_one_leaving_lose_nothing_and_process_nothing_twice(kafka_settings, tmp_path):
     log = tmp_path / "frames.log"
     # one connection per raw partition, 2,000 frames each: whichever partition the second worker gets
-    # has frames left. (With several connections per partition a worker that kept its partition once
-    # stopped in Faust's recovery check: ConsistencyError, changelog offset 26 > highwater 25, the
-    # end offset Tansu reports being the start of the last record batch + 1.)
+    # has frames left
     conns = ["ff-0", "ff-1"]
     per_partition = asyncio.run(produce_frames(kafka_settings, conns, per_conn=2000))
     assert len(per_partition) == 2  # both raw partitions have records: each worker gets one
