@@ -64,6 +64,7 @@ log = get_logger("tickpipe.processors.fastpath")
 
 #: A provider's buffer holds this many batches (the consumer loop waits beyond).
 BUFFERED_BATCHES = 4
+REREADS = 3  # seeks back over one gap in a raw partition before it counts as deleted from the log
 
 
 class RawRecordBuffer:
@@ -218,6 +219,7 @@ class RawBatchConsumption:
         self._faust_on_partitions_revoked = consumer.on_partitions_revoked
         consumer.on_partitions_revoked = self._on_partitions_revoked
         self._seeks = 0  # + 1 when Faust starts seeking to the committed offsets, + 1 when done
+        self._rereads: dict = {}  # (tp, offset) -> seeks back over a gap starting there
         self._faust_perform_seek = consumer.perform_seek
         consumer.perform_seek = self._perform_seek_counted
 
@@ -257,17 +259,28 @@ class RawBatchConsumption:
             if not self._may_take(tp, generation, active_partitions):
                 continue  # Faust drops them as well: a seek to the committed offset follows
             fetched, gaps = buffer.unseen(tp, fetched)
-            if gaps and seeks != self._seeks:
-                # fetched across a seek, and not where this partition goes on: read before the
-                # seek and handed over after it; read them again from where the buffer needs
+            if gaps and (seeks != self._seeks or self._read_again(tp, gaps[0][0])):
+                # fetched across a seek (read before it, handed over after it), or prefetched
+                # out of place: raw topics are neither compacted nor transactional, so read them
+                # again from where the buffer needs
                 await app.consumer.seek_wait({tp: gaps[0][0]})
                 continue
-            for first, last in gaps:
+            for first, last in gaps:  # the same gap after every re-read: the log's head was deleted
+                log.warning("raw offsets missing from the log; committed over", partition=f"{tp.topic}/{tp.partition}",
+                            first=first, last=last)
                 await app.consumer._add_gap(tp, first, last)
             if fetched and self._may_take(tp, generation, active_partitions):
                 buffer.add(tp, fetched)
         await self._commit_every_n_acks()
         return records
+
+    def _read_again(self, tp, offset: int) -> bool:
+        """Seek back for a gap at ``offset`` at most ``REREADS`` times before accepting it."""
+        tries = self._rereads.get((tp, offset), 0)
+        if len(self._rereads) > 1000:
+            self._rereads.clear()
+        self._rereads[(tp, offset)] = tries + 1
+        return tries < REREADS
 
     def _may_take(self, tp, generation: int, active_partitions) -> bool:
         app = self.app

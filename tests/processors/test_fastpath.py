@@ -15,7 +15,7 @@ import pytest
 from faust.types.tuples import TP, ConsumerMessage
 from mode.utils.queues import FlowControlEvent
 
-from tickpipe.processors.fastpath import BUFFERED_BATCHES, RawBatchConsumption, RawRecordBuffer
+from tickpipe.processors.fastpath import BUFFERED_BATCHES, REREADS, RawBatchConsumption, RawRecordBuffer
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 RAW = "raw.financefeast"
@@ -215,10 +215,10 @@ async def test_records_are_not_taken_while_the_flow_is_stopped_or_from_another_g
     assert len(raw.lanes[RAW].buffer) == 0
 
 
-async def test_records_fetched_again_after_a_seek_back_are_handed_out_once_and_gaps_are_recorded():
+async def test_records_fetched_again_after_a_seek_back_are_handed_out_once_and_a_gap_is_read_again():
     p0 = TP(RAW, 0)
     app, raw, _ = fast_path([{p0: records(0, range(0, 3))}, {p0: records(0, range(0, 5))},
-                             {p0: records(0, range(7, 9))}])
+                             {p0: records(0, range(7, 9))}, {p0: records(0, range(5, 9))}])
     buffer = raw.lanes[RAW].buffer
     await app.consumer._getmany(active_partitions={p0}, timeout=1.0)
     batch = await buffer.take(2, 0.01)
@@ -227,9 +227,19 @@ async def test_records_fetched_again_after_a_seek_back_are_handed_out_once_and_g
     app.flow_control.suspend()  # a rebalance starts: the buffer is cleared (2 with it) ...
     app.flow_control.clear()
     app.flow_control.resume()
-    await fetch_all(app, {p0})  # ... and Faust's seek to the committed offset 0 brings 0.. again
-    assert [r.offset for _, r in await buffer.take(100, 0.01)] == [2, 3, 4, 7, 8]
-    assert app.consumer.gaps == [(0, 5, 6)]
+    await fetch_all(app, {p0})  # ... Faust's seek to the committed offset 0 brings 0.. again; 7 and 8
+    # arrive out of place (prefetched): not a gap to commit over, read again from 5
+    assert [r.offset for _, r in await buffer.take(100, 0.01)] == [2, 3, 4, 5, 6, 7, 8]
+    assert app.consumer.sought == [{p0: 5}] and app.consumer.gaps == []
+
+
+async def test_a_gap_that_stays_after_every_re_read_is_committed_over():
+    p0 = TP(RAW, 0)
+    fetches = [{p0: records(0, range(0, 2))}] + [{p0: records(0, range(7, 9))} for _ in range(REREADS + 1)]
+    app, raw, _ = fast_path(fetches)
+    await fetch_all(app, {p0})
+    assert [r.offset for _, r in await raw.lanes[RAW].buffer.take(100, 0.01)] == [0, 1, 7, 8]
+    assert app.consumer.sought == [{p0: 2}] * REREADS and app.consumer.gaps == [(0, 2, 6)]
 
 
 async def test_what_was_buffered_since_the_seek_is_kept_when_the_flow_resumes():
