@@ -5,9 +5,16 @@ acknowledged by the broker (acks=all), and the Faust agent acks (commits) the ba
 source offsets only after that. A crash in between replays the batch: consumers of the
 clean topics must tolerate duplicates (the integrity stage reports them).
 
-Per batch: one ``send`` per output (aiokafka appends it to its partition batch), one
-``flush``, then a check of the delivery futures (already resolved; no ``gather``);
-outputs the broker refused are sent again after a pause, until it takes them.
+Per batch, with Faust's aiokafka producer: the outputs are grouped per (topic, partition)
+into aiokafka record batches (``create_batch``/``send_batch`` on the aiokafka producer under
+Faust's, :func:`batch_producer`): one future per group, not per output. The partition is the
+one aiokafka's default partitioner gives the key (``tickpipe.kafka.partition_for``, cached per
+key: keys are instruments and repeat), exactly where ``send(key=...)`` would put the record.
+Outputs over half the batch size, or without a key, go alone through ``send`` (after the
+open group of their partition, so a partition keeps its order). Every group's
+acknowledgement is awaited; the groups the broker refused are sent again after a pause,
+until it takes them. With any other producer (``AiokafkaSender``, test doubles): one
+``send`` per output, one ``flush``, then the delivery futures.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import signal
 import time
 from typing import Any, Iterable, Protocol
 
+from tickpipe.kafka import partition_for
 from tickpipe.logs import get_logger
 from tickpipe.processors.deadletter import Source
 from tickpipe.processors.metrics import BATCH_SIZE, END_TO_END, PRODUCE_ERRORS
@@ -27,6 +35,7 @@ from tickpipe.processors.redelivery import Redelivery
 from tickpipe.topics import alerts_topic, control_topic, dlq_topic, tick_topic
 
 log = get_logger("tickpipe.processors.batch")
+DEFAULT_BATCH_BYTES = 16384  # aiokafka's and Faust's default max_batch_size
 
 
 class Producer(Protocol):
@@ -75,6 +84,8 @@ class BatchProcessor:
         # one batch or tick at a time: a tick saving state while a batch's outputs are still
         # being delivered would vouch for frames whose records may never arrive
         self._turn = asyncio.Lock()
+        # topic -> (its partitions as the producer's metadata holds them, key -> partition)
+        self._routes: dict[str, tuple[frozenset, dict[bytes, int]]] = {}
 
     async def process(self, messages: Iterable[tuple[bytes | None, bytes | None, Any, Source]]) -> int:
         """Handle (key, value, headers, source) tuples and deliver every output; returns how many tuples.
@@ -192,7 +203,14 @@ class BatchProcessor:
         self.retrying = False
 
     async def _deliver(self, outputs: list) -> list:
-        """Send, flush once, and return the outputs the broker did not acknowledge."""
+        """Send once, await every acknowledgement; return the outputs the broker did not acknowledge."""
+        producer = batch_producer(self.producer)
+        if producer is None:
+            return await self._deliver_singly(outputs)
+        return await self._deliver_batched(producer, outputs)
+
+    async def _deliver_singly(self, outputs: list) -> list:
+        """One ``send`` per output, flush once, then the futures (producers without a batch API)."""
         send = self.producer.send
         pending, failed = [], []
         for topic, out in outputs:
@@ -216,9 +234,123 @@ class BatchProcessor:
                 failed.append((topic, out))
         return failed
 
-    def _failed(self, topic: str, exc: Exception) -> None:
-        PRODUCE_ERRORS.labels(topic).inc()
-        log.warning("record not delivered", topic=topic, error=f"{type(exc).__name__}: {exc}")
+    async def _deliver_batched(self, producer, outputs: list) -> list:
+        """One aiokafka record batch per (topic, partition) (more when one fills up), closed and sent
+        at once; every acknowledgement awaited. Returns the outputs of the groups that failed, in order."""
+        single_above = getattr(self.producer, "max_batch_size", None) or DEFAULT_BATCH_BYTES
+        single_above //= 2
+        pending: list[tuple[Any, str, list]] = []  # (ack future, topic, its outputs), in the order sent
+        building: dict[tuple[str, int], tuple[Any, list]] = {}  # (topic, partition) -> (open batch, its outputs)
+        failed: list = []
+
+        async def submit(tp: tuple[str, int]) -> None:
+            batch, items = building.pop(tp)
+            batch.close()  # nothing else joins it: it goes at once
+            try:
+                pending.append((await producer.send_batch(batch, tp[0], partition=tp[1]), tp[0], items))
+            except Exception as exc:
+                self._failed(tp[0], exc, len(items))
+                failed.extend(items)
+
+        async def send_alone(item, partition: int | None) -> None:
+            topic, out = item
+            try:
+                pending.append((await producer.send(topic, out.value, key=out.key, partition=partition,
+                                                    headers=out.headers or []), topic, [item]))
+            except Exception as exc:
+                self._failed(topic, exc)
+                failed.append(item)
+
+        routes = await self._current_routes(producer, {topic for topic, _out in outputs})
+        for item in outputs:
+            topic, out = item
+            route = routes.get(topic)
+            if route is None:  # the topic's partitions are unknown (the broker is away): retried
+                failed.append(item)
+                continue
+            partitions, partition_of = route
+            key = out.key
+            if key is None:
+                await send_alone(item, None)
+                continue
+            partition = partition_of.get(key)
+            if partition is None:
+                partition = partition_of[key] = partition_for(key, partitions)
+            tp = (topic, partition)
+            if len(out.value) > single_above:
+                if tp in building:
+                    await submit(tp)  # keeps the partition's order
+                await send_alone(item, partition)
+                continue
+            open_ = building.get(tp)
+            if open_ is None:
+                open_ = building[tp] = (producer.create_batch(), [])
+            if open_[0].append(timestamp=None, key=key, value=out.value, headers=out.headers or []) is None:
+                await submit(tp)  # full: send it, start the next
+                open_ = building[tp] = (producer.create_batch(), [])
+                open_[0].append(timestamp=None, key=key, value=out.value, headers=out.headers or [])
+            open_[1].append(item)
+        for tp in list(building):
+            await submit(tp)
+        delivered = self.redelivery.delivered if self.redelivery is not None else None
+        for fut, topic, items in pending:
+            try:
+                metadata = fut.result() if fut.done() else await fut
+            except Exception as exc:
+                self._failed(topic, exc, len(items))
+                failed.extend(items)
+                continue
+            if delivered is not None and metadata is not None:
+                # a batch's future holds its base offset; its records follow one by one
+                delivered(topic, metadata.partition, metadata.offset + len(items) - 1)
+        if failed:
+            failed_ids = {id(item) for item in failed}
+            failed = [item for item in outputs if id(item) in failed_ids]
+        return failed
+
+    async def _current_routes(self, producer, topics) -> dict[str, tuple[frozenset, dict[bytes, int]]]:
+        """Each topic's partitions (as the producer's metadata holds them) and its cached key ->
+        partition map, started again when the partitions change; a topic whose metadata cannot be
+        had is left out."""
+        routes = self._routes
+        for topic in topics:
+            try:
+                partitions = frozenset(await producer.partitions_for(topic))
+            except Exception as exc:
+                log.warning("partitions of an output topic unknown", topic=topic, error=f"{type(exc).__name__}: {exc}")
+                routes.pop(topic, None)
+                continue
+            if not partitions:
+                routes.pop(topic, None)
+                continue
+            route = routes.get(topic)
+            if route is None or route[0] != partitions:
+                routes[topic] = (partitions, {})
+        return routes
+
+    def _failed(self, topic: str, exc: BaseException, records: int = 1) -> None:
+        PRODUCE_ERRORS.labels(topic).inc(records)
+        log.warning("record not delivered", topic=topic, records=records, error=f"{type(exc).__name__}: {exc}")
+
+
+def batch_producer(producer):
+    """The started aiokafka producer whose ``create_batch``/``send_batch`` take a batch's outputs, or None.
+
+    ``producer`` itself when it has them (a bare ``AIOKafkaProducer``); for Faust's aiokafka
+    ``Producer`` (``faust.transport.drivers.aiokafka``), the aiokafka producer it starts and keeps
+    in ``_producer`` (None until started): the sends go there directly, as Faust's own ``send``
+    does without a transactional id (Faust's ``on_produce_message`` signal is not sent for them,
+    nothing here listens to it). Any other producer (``AiokafkaSender``, test doubles): None,
+    the outputs are sent one by one.
+    """
+    if hasattr(producer, "send_batch") and hasattr(producer, "create_batch"):
+        return producer
+    if type(producer).__module__ != "faust.transport.drivers.aiokafka":
+        return None
+    inner = getattr(producer, "_producer", None)
+    if inner is None or not hasattr(inner, "send_batch") or not hasattr(inner, "create_batch"):
+        return None
+    return inner
 
 
 def event_messages(events) -> list[tuple[bytes | None, bytes | None, Any, Source]]:

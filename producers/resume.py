@@ -13,18 +13,10 @@ from __future__ import annotations
 import asyncio
 
 from tickpipe.envelope import H_CONN, H_SEQ
-from tickpipe.kafka import KafkaSettings, client_kwargs
+from tickpipe.kafka import KafkaSettings, client_kwargs, partition_for
 from tickpipe.logs import get_logger
 
 log = get_logger("tickpipe.producer.resume")
-
-
-def partition_for(key: bytes, partitions: list[int]) -> int:
-    """The partition aiokafka's default partitioner picks for ``key`` (murmur2, like the Java client)."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    ordered = sorted(partitions)
-    return DefaultPartitioner()(key, ordered, ordered)
 
 
 async def partitions_of(consumer, topic: str) -> set[int]:

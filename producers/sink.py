@@ -30,7 +30,7 @@ import time
 
 from tickpipe.envelope import (H_CONN, H_CONTENT_TYPE, H_KIND, H_PROVIDER, H_RECV_NS, H_SEQ, H_SESSION, KIND_FRAME,
                                KIND_LOSS, RawRecord)
-from tickpipe.kafka import KafkaSettings, client_kwargs
+from tickpipe.kafka import KafkaSettings, client_kwargs, partition_for
 from tickpipe.logs import get_logger
 from tickpipe.producers import metrics
 from tickpipe.producers.buffer import ProduceBuffer
@@ -39,15 +39,6 @@ from tickpipe.producers.settings import ProducerSettings
 log = get_logger("tickpipe.producer.sink")
 TOO_LARGE = ("MessageSizeTooLargeError", "RecordTooLargeError", "RecordListTooLargeError")
 SINGLE_MARGIN = 4096  # a frame this close to max_request_bytes is sent alone (the client checks its exact size)
-
-
-def partition_for(key: bytes, partitions) -> int:
-    """The partition aiokafka's default partitioner gives ``key`` (``partitions``: the topic's, as the
-    producer's metadata holds them). ``send(key=key)`` without a partition lands exactly there."""
-    from aiokafka.partitioner import DefaultPartitioner
-
-    every = list(partitions)
-    return DefaultPartitioner()(key, every, every)
 
 
 class EncodedText(dict):

@@ -50,6 +50,16 @@ class KafkaSettings:
             raise ConfigError("TICKPIPE_KAFKA_SECURITY_PROTOCOL: TLS files are set but the protocol is PLAINTEXT (use SSL or SASL_SSL)")
 
 
+def partition_for(key: bytes, partitions) -> int:
+    """The partition aiokafka's default partitioner gives ``key`` (murmur2 of the key, like the Java
+    client; ``partitions``: the topic's partition ids, as a client's metadata holds them). A record
+    sent with ``key`` and no partition lands exactly there."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    every = sorted(partitions)  # the partitioner's "all partitions sorted by partition ID"
+    return DefaultPartitioner()(key, every, every)
+
+
 def ssl_context(settings: KafkaSettings):
     """An ``ssl.SSLContext`` for the SSL protocols, verification on unless disabled."""
     if settings.security_protocol not in ("SSL", "SASL_SSL"):

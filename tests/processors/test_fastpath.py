@@ -15,7 +15,8 @@ import pytest
 from faust.types.tuples import TP, ConsumerMessage
 from mode.utils.queues import FlowControlEvent
 
-from tickpipe.processors.fastpath import BUFFERED_BATCHES, REREADS, RawBatchConsumption, RawRecordBuffer
+from tickpipe.processors.fastpath import (BUFFERED_BATCHES, REREADS, RawBatchConsumption, RawRecordBuffer,
+                                            _PendingBatch, ack_records)
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 RAW = "raw.financefeast"
@@ -83,7 +84,8 @@ async def test_a_full_buffer_holds_the_consumer_until_a_batch_is_taken_or_it_is_
 
 
 class StandInConsumer:
-    """What the fast path uses of Faust's consumer, recording tracks and acks."""
+    """What the fast path uses of Faust's consumer (its ack bookkeeping: ``processors.fastpath.ack_records``),
+    recording acks in the order they are made."""
 
     def __init__(self, fetches: list[dict]) -> None:
         self.fetches = fetches
@@ -93,26 +95,22 @@ class StandInConsumer:
         self._n_acked = 0
         self.gaps: list = []
         self.sought: list = []
-        self.tracked = weakref.WeakSet()
-        self.acked: list[tuple[int, int]] = []
+        self.acked: list[tuple[int, int]] = []  # (partition, offset), in the order acked
+        self._unacked_messages = weakref.WeakSet()
+        self._committed_offset = defaultdict(lambda: None)
+        self._acked_index = defaultdict(set)
+        self._acked = AckedOffsets(self.acked)
+        self._waiting_for_ack = None
+
+    @property
+    def tracked(self):
+        return self._unacked_messages
 
     async def _getmany(self, active_partitions, timeout):
         return self.fetches.pop(0) if self.fetches else {}
 
     async def on_partitions_revoked(self, revoked) -> None:
         pass
-
-    def _to_message(self, tp, record) -> ConsumerMessage:
-        return ConsumerMessage(record.topic, record.partition, record.offset, 0.0, 0, record.headers, record.key,
-                               record.value, None, tp=tp)
-
-    def track_message(self, message) -> None:
-        self.tracked.add(message)
-
-    def ack(self, message) -> bool:
-        self.tracked.discard(message)
-        self.acked.append((message.partition, message.offset))
-        return True
 
     async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
         self.gaps.append((tp.partition, offset_from, offset_to))
@@ -124,12 +122,29 @@ class StandInConsumer:
         self.sought.append(dict(partitions))
 
 
+class AckedOffsets(dict):
+    """``Consumer._acked``: tp -> the offsets acked, each also logged as (partition, offset)."""
+
+    def __init__(self, log: list) -> None:
+        super().__init__()
+        self.log = log
+
+    def __missing__(self, tp):
+        log = self.log
+
+        class Logged(list):
+            def append(self, offset) -> None:
+                super().append(offset)
+                log.append((tp.partition, offset))
+        out = self[tp] = Logged()
+        return out
+
+
 class StandInApp:
     def __init__(self, consumer: StandInConsumer) -> None:
         self.consumer = consumer
         self.flow_control = FlowControlEvent(initially_suspended=False)
-        self.topics = SimpleNamespace(add=lambda topic: None)
-        self.sensors = SimpleNamespace(on_message_out=lambda tp, offset, message: None)
+        self.topics = SimpleNamespace(add=lambda topic: None, acks_enabled_for=lambda topic: True)
         self.monitor = SimpleNamespace(stream_inbound_time={})
         self.tasks: list = []
         self.should_stop = False
@@ -154,7 +169,7 @@ class RecordingProcessor:
     async def process(self, messages) -> int:
         self.batches.append([(source.partition, source.offset) for _k, _v, _h, source in messages])
         assert len(self.app.consumer.acked) == sum(len(b) for b in self.batches[:-1])  # none of this batch yet
-        assert len(self.app.consumer.tracked) >= len(messages)
+        assert len(self.app.consumer.tracked) >= 1  # the batch is pending: wait_empty waits for it
         await asyncio.sleep(0)
         if self.fail:
             raise ValueError("a bug")
@@ -328,3 +343,38 @@ async def test_revocation_waits_for_the_batch_in_flight_and_commits_before_faust
 def test_a_buffer_holds_a_few_batches(batch_max):
     _app, raw, _ = fast_path([], batch_max=batch_max)
     assert raw.lanes[RAW].buffer.capacity == BUFFERED_BATCHES * batch_max
+
+
+def test_acking_a_batch_keeps_faust_s_books_as_acking_a_message_per_record_does():
+    """``ack_records`` against Faust's own ``track_message``/``ack`` on a real (unstarted) consumer:
+    the same committable offsets, ack count and pending messages, also for offsets already committed
+    or acked before."""
+    import faust
+
+    def consumer_of_a_new_app():
+        app = faust.App(f"t-ack-{id(object())}", broker="kafka://127.0.0.1:1", autodiscover=False, web_enabled=False)
+        app.topics._acking_topics.add(RAW)   # as the conductor's subscription does for our raw topic
+        consumer = app.consumer
+        consumer._committed_offset[TP(RAW, 1)] = 3   # offsets 0..2 of partition 1 already committed
+        return app, consumer
+
+    pairs = [(TP(RAW, p), r) for p in (0, 1) for r in records(p, range(0, 6))]
+    pairs += [(TP(RAW, 0), r) for r in records(0, range(4, 8))]   # 4, 5 acked twice: counted once
+    faust_app, faust_consumer = consumer_of_a_new_app()
+    messages = [ConsumerMessage(r.topic, r.partition, r.offset, 0.0, 0, r.headers, r.key, r.value, None, tp=tp)
+                for tp, r in pairs]
+    for message in messages:
+        faust_consumer.track_message(message)
+    for message in messages:
+        faust_consumer.ack(message)
+    ours_app, ours = consumer_of_a_new_app()
+    pending = _PendingBatch()
+    ours._unacked_messages.add(pending)
+    assert ack_records(ours, ours_app.topics, pairs, pending) == faust_consumer._n_acked == 11
+    assert ours._n_acked == faust_consumer._n_acked
+    assert {tp: sorted(o) for tp, o in ours._acked.items()} == {tp: sorted(o) for tp, o in faust_consumer._acked.items()}
+    assert dict(ours._acked_index) == dict(faust_consumer._acked_index)
+    for tp in (TP(RAW, 0), TP(RAW, 1)):
+        assert ours._new_offset(tp) == faust_consumer._new_offset(tp)   # what a commit would commit
+    faust_consumer._clean_unacked_messages()
+    assert not ours._unacked_messages and pending.acked
