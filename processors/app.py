@@ -41,12 +41,12 @@ class ProcessorSettings:
 
     app_id: str = setting("tickpipe-processor", help="Faust app id = consumer group id")
     batch_max: int = setting(1000, minimum=1, help="raw records per batch at most")
-    batch_within_s: float = setting(0.05, minimum=0.001, help="wait at most this long to fill a batch")
+    batch_within_s: float = setting(0.01, minimum=0.001, help="wait at most this long to fill a batch")
     session_timeout_s: float = setting(30.0, minimum=1, help="consumer group session timeout (tests: 6)")
     heartbeat_interval_s: float = setting(3.0, minimum=0.1, help="consumer group heartbeat interval (tests: 1)")
     commit_interval_s: float = setting(1.0, minimum=0.1, help="how often acked offsets are committed")
     tick_interval_s: float = setting(1.0, minimum=0.05, help="how often time-based checks run (integrity windows, staleness)")
-    fetch_max_wait_ms: int = setting(100, minimum=1, help="longest a consumer fetch waits for data (Faust fixes 1500; "
+    fetch_max_wait_ms: int = setting(10, minimum=1, help="longest a consumer fetch waits for data (Faust fixes 1500; "
                                                             "a broker that holds every fetch that long, like Tansu, "
                                                             "adds it to the tick latency)")
     auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
