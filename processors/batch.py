@@ -173,6 +173,8 @@ class BatchProcessor:
         await self._until_done(redelivery.ensure_marks, "reading the output topics' end offsets")
         if saved:
             await self._until_done(lambda: redelivery.restored(saved), "reading the outputs of a restored state")
+        if not redelivery.armed:
+            return outputs
         seen = redelivery.already_delivered
         return [(topic, out) for topic, out in outputs if not seen(topic, out.value)]
 

@@ -87,22 +87,26 @@ class Redelivery:
                     start[tp] = min(offset, start.get(tp, offset))
         if not start:
             return
-        if time.monotonic() > self._armed_until:
-            self._delivered.clear()
-            self._scanned.clear()
+        if not self.armed:
+            self._disarm()
         found = await self._scan(start)
         self._armed_until = time.monotonic() + self.hold_s
         log.info("restored state: outputs beyond its marks will not be sent again", provider=self.provider,
                  records_found=found, hold_s=self.hold_s)
 
+    @property
+    def armed(self) -> bool:
+        """Outputs found after a restore are still being looked for."""
+        if self._delivered and time.monotonic() > self._armed_until:
+            self._disarm()
+        return bool(self._delivered)
+
+    def _disarm(self) -> None:
+        self._delivered.clear()
+        self._scanned.clear()
+
     def already_delivered(self, topic: str, value: bytes) -> bool:
         """True (once) for an output found in the scan, while the filter is armed."""
-        if not self._delivered:
-            return False
-        if time.monotonic() > self._armed_until:
-            self._delivered.clear()
-            self._scanned.clear()
-            return False
         digest = hash((topic, value))
         if digest in self._delivered:
             self._delivered.discard(digest)
