@@ -9,7 +9,7 @@ How: Faust's consumer loop (``Consumer._drain_messages`` -> ``getmany`` ->
 ``_wait_next_records``) gets each fetch as a ``{TP: [record, ...]}`` map from
 ``Consumer._getmany``. :class:`RawBatchConsumption` wraps that one method on the app's
 consumer: the records of our raw topics leave the map there, whole, into a bounded
-:class:`RawRecordBuffer` per provider; everything else (the state tables' changelogs) goes
+:class:`~tickpipe.processors.rawbuffer.RawRecordBuffer` per provider; everything else (the state tables' changelogs) goes
 on through Faust as before. One app task per provider (:meth:`RawBatchConsumption._consume`)
 takes batches of up to ``batch_max`` records from its buffer (waiting at most
 ``batch_within_s`` to fill one), hands them to ``BatchProcessor.process`` as (key, value,
@@ -23,17 +23,21 @@ The rules:
 
 * Records are taken from a fetch only while the consumer's flow is active, in the consumer
   generation the fetch started in, and for partitions the consumer fetches
-  (``active_partitions``); otherwise they are dropped, as Faust drops them: the rebalance
-  that stopped the flow seeks every partition back to its committed offset.
+  (``active_partitions``); otherwise they are dropped and, if their partition is still
+  assigned, sought back to (:meth:`RawBatchConsumption._fetch_again`). Faust's seek to the
+  committed offsets at the end of a rebalance does not bring them again for a partition with
+  nothing committed yet: a worker taking over such a partition lost what a fetch spanning
+  the rebalance had dropped (seen under load, a takeover lost ~300 Alpaca messages).
 * A record at an offset already buffered or taken into a batch is skipped: Faust seeks to
   the committed offsets when a rebalance ends while fetches from before the seek may still
   arrive, so the same records can come twice (Faust's own read offset, reset by the seek,
   lets them through twice). Gaps in the offsets are recorded as Faust records them
   (``Consumer._add_gap``), so commits can step over offsets Kafka never delivers; records
   fetched before such a seek but handed over after it that skip ahead are read again instead.
-* A rebalance (and a shutdown) suspends ``app.flow_control`` and clears every queue it
+* A revocation (and a shutdown) suspends ``app.flow_control`` and clears every queue it
   manages; the buffers are managed by it, so the records of revoked partitions never reach
-  a batch (it clears them again when it resumes the flow: the buffers keep what came since).
+  a batch (its ``resume`` clears them again, with the flow already active: the buffers keep
+  what came since).
   Before Faust revokes partitions (``Consumer.on_partitions_revoked``, which forgets their
   acked offsets first), no new batch starts, the batches in flight finish and their offsets
   are committed: the partitions' next owner starts right after them.
@@ -57,128 +61,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from typing import Any
 
 from tickpipe.logs import get_logger
 from tickpipe.processors.deadletter import Source
+from tickpipe.processors.rawbuffer import RawRecordBuffer
 
 log = get_logger("tickpipe.processors.fastpath")
 
 #: A provider's buffer holds this many batches (the consumer loop waits beyond).
 BUFFERED_BATCHES = 4
 REREADS = 3  # seeks back over one gap in a raw partition before it counts as deleted from the log
-
-
-class RawRecordBuffer:
-    """Fetched raw records of one provider, in fetch order, bounded; ``clear()`` on rebalance.
-
-    Knows per partition the offset after the last record it buffered or handed out, so that
-    a record fetched again (after a seek back) is not handed out twice.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self._chunks: deque[tuple[Any, list]] = deque()  # (tp, records of one fetch of that tp)
-        self._size = 0
-        self._after_seen: dict[Any, int] = {}  # the offset after the last record buffered or handed out
-        self._after_handed_out: dict[Any, int] = {}  # the offset after the last record handed out
-        self._enough: asyncio.Event | None = None  # set when _size reaches _wanted
-        self._wanted = 0
-        self._room: asyncio.Event | None = None  # set while _size < capacity
-
-    def __len__(self) -> int:
-        return self._size
-
-    def unseen(self, tp, records: list) -> tuple[list, list[tuple[int, int]]]:
-        """``records`` past those already buffered or taken, and the offsets missing before
-        them (``(first, last)`` ranges)."""
-        expected = self._after_seen.get(tp)
-        first, last = records[0].offset, records[-1].offset
-        if (expected is None or first >= expected) and last - first == len(records) - 1:  # the usual case
-            return records, [(expected, first - 1)] if expected is not None and first > expected else []
-        kept, gaps = [], []
-        for record in records:
-            if expected is None or record.offset >= expected:
-                if expected is not None and record.offset > expected:
-                    gaps.append((expected, record.offset - 1))
-                kept.append(record)
-                expected = record.offset + 1
-        return kept, gaps
-
-    def add(self, tp, records: list) -> None:
-        self._chunks.append((tp, records))
-        self._size += len(records)
-        self._after_seen[tp] = records[-1].offset + 1
-        if self._wanted and self._size >= self._wanted and self._enough is not None:
-            self._enough.set()
-
-    def handed_out(self, pairs: list) -> None:
-        """(tp, record) pairs taken are being processed: not to be handed out again, even when
-        fetched again. (Pairs taken and then not processed come again after the next ``clear()``.)"""
-        handed = self._after_handed_out
-        for tp, record in pairs:
-            handed[tp] = record.offset + 1
-
-    def clear(self) -> None:
-        """Drop everything buffered: those records come again from the committed offsets."""
-        self._chunks.clear()
-        self._size = 0
-        self._after_seen = dict(self._after_handed_out)
-        if self._room is not None:
-            self._room.set()
-
-    def forget(self, tps) -> None:
-        """Partitions revoked: whatever comes from them next is new to this buffer."""
-        for tp in tps:
-            self._after_seen.pop(tp, None)
-            self._after_handed_out.pop(tp, None)
-
-    async def wait_for_room(self) -> None:
-        while self._size >= self.capacity:
-            if self._room is None:
-                self._room = asyncio.Event()
-            self._room.clear()
-            await self._room.wait()
-
-    async def take(self, max_records: int, within_s: float) -> list[tuple[Any, Any]]:
-        """(tp, record) pairs, at most ``max_records``: waits for a first record, then at most
-        ``within_s`` for the batch to fill. May return nothing (cleared meanwhile)."""
-        if not self._size:
-            await self._wait_for(1, None)
-        if self._size < max_records:
-            await self._wait_for(max_records, within_s)
-        return self._pop(max_records)
-
-    async def _wait_for(self, count: int, timeout: float | None) -> None:
-        if self._enough is None:
-            self._enough = asyncio.Event()
-        self._enough.clear()
-        self._wanted = count
-        try:
-            async with asyncio.timeout(timeout):
-                await self._enough.wait()
-        except TimeoutError:
-            pass
-        finally:
-            self._wanted = 0
-
-    def _pop(self, max_records: int) -> list[tuple[Any, Any]]:
-        batch: list[tuple[Any, Any]] = []
-        chunks = self._chunks
-        while chunks and len(batch) < max_records:
-            tp, records = chunks[0]
-            room = max_records - len(batch)
-            if len(records) <= room:
-                chunks.popleft()
-            else:
-                chunks[0] = (tp, records[room:])
-                records = records[:room]
-            batch.extend([(tp, record) for record in records])
-        self._size -= len(batch)
-        if self._room is not None and self._size < self.capacity:
-            self._room.set()
-        return batch
 
 
 class _Lane:
@@ -192,10 +84,10 @@ class _Lane:
         flow_control.manage_queue(self)  # weakly: the lane keeps this alive
 
     def clear(self) -> None:
-        """``app.flow_control`` clears the queues it manages when it suspends the flow (a rebalance
-        or a shutdown starts: the buffered records come again from the committed offsets after
-        the rebalance's seek) and again when it resumes the flow, after that seek: what was
-        buffered since is from the new positions, and nothing would bring it again."""
+        """Faust clears the queues ``app.flow_control`` manages after suspending the flow (a
+        revocation or a shutdown: the buffered records come again from the committed offsets
+        of the next assignment), and when it resumes the flow, with the flow already active:
+        what was buffered since is from the new positions, and nothing would bring it again."""
         if not self._flow_control.is_active():
             self.buffer.clear()
 
@@ -260,8 +152,13 @@ class RawBatchConsumption:
             buffer = self.lanes[tp.topic].buffer
             await buffer.wait_for_room()
             if not self._may_take(tp, generation, active_partitions):
-                continue  # Faust drops them as well: a seek to the committed offset follows
+                await self._fetch_again(tp, fetched[0].offset, "dropped by a rebalance")
+                continue
+            n = len(fetched)
             fetched, gaps = buffer.unseen(tp, fetched)
+            if len(fetched) != n:
+                log.info("raw records fetched again, skipped", partition=f"{tp.topic}/{tp.partition}",
+                         skipped=n - len(fetched), kept_from=fetched[0].offset if fetched else None)
             if gaps and (seeks != self._seeks or self._read_again(tp, gaps[0][0])):
                 # fetched across a seek (read before it, handed over after it), or prefetched
                 # out of place: raw topics are neither compacted nor transactional, so read them
@@ -272,10 +169,47 @@ class RawBatchConsumption:
                 log.warning("raw offsets missing from the log; committed over", partition=f"{tp.topic}/{tp.partition}",
                             first=first, last=last)
                 await app.consumer._add_gap(tp, first, last)
-            if fetched and self._may_take(tp, generation, active_partitions):
+            if not fetched:
+                continue
+            if self._may_take(tp, generation, active_partitions):
                 buffer.add(tp, fetched)
+            else:
+                await self._fetch_again(tp, fetched[0].offset, "dropped by a rebalance")
         await self._commit_every_n_acks()
         return records
+
+    async def _fetch_again(self, tp, offset: int, why: str) -> None:
+        """Records of ``tp`` from ``offset`` on were fetched and not taken: make the consumer
+        fetch them again if ``tp`` is still ours. aiokafka's position has moved past them, and
+        the seek to the committed offsets that ends a rebalance skips a partition with nothing
+        committed yet (it would stay past them: they would be lost). Only ever seeks back: the
+        records may be from before a reassignment that started the partition further back.
+        Offsets below the partition's committed offset are not read again."""
+        consumer = self.app.consumer
+        if self.app.should_stop:
+            return
+        offset = max(offset, consumer._committed_offset.get(tp) or 0)
+
+        async def seek_back_in_the_consumer_thread() -> int | None:
+            aiokafka_consumer = consumer._thread._ensure_consumer()
+            if tp not in aiokafka_consumer.assignment():
+                return None  # revoked: its next owner starts from the committed offset
+            position = await aiokafka_consumer.position(tp)
+            if offset >= position:
+                return None
+            aiokafka_consumer.seek(tp, offset)
+            return position
+
+        try:
+            moved_from = await consumer._thread.call_thread(seek_back_in_the_consumer_thread)
+        except Exception as exc:  # unassigned meanwhile: its next owner starts from the committed offset
+            log.info("fetching dropped raw records again failed", partition=f"{tp.topic}/{tp.partition}",
+                     error=f"{type(exc).__name__}: {exc}")
+            return
+        if moved_from is not None:
+            consumer._read_offset[tp] = offset
+            log.info("fetching raw records again", partition=f"{tp.topic}/{tp.partition}", reason=why,
+                     offset=offset, position_was=moved_from)
 
     def _read_again(self, tp, offset: int) -> bool:
         """Seek back for a gap at ``offset`` at most ``REREADS`` times before accepting it."""
@@ -307,6 +241,9 @@ class RawBatchConsumption:
             await self._faust_perform_seek()
         finally:
             self._seeks += 1
+            log.info("raw partitions sought to their committed offsets",
+                     committed={f"{tp.topic}/{tp.partition}": o for tp, o in
+                                self.app.consumer._committed_offset.items() if tp.topic in self.lanes})
 
     async def _on_partitions_revoked(self, revoked) -> None:
         """Finish the batches in flight and commit their offsets, then let Faust revoke.

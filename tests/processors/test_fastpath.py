@@ -15,8 +15,8 @@ import pytest
 from faust.types.tuples import TP, ConsumerMessage
 from mode.utils.queues import FlowControlEvent
 
-from tickpipe.processors.fastpath import (BUFFERED_BATCHES, REREADS, RawBatchConsumption, RawRecordBuffer,
-                                            _PendingBatch, ack_records)
+from tickpipe.processors.fastpath import BUFFERED_BATCHES, REREADS, RawBatchConsumption, _PendingBatch, ack_records
+from tickpipe.processors.rawbuffer import RawRecordBuffer
 
 Record = namedtuple("Record", "topic partition offset key value headers")
 RAW = "raw.financefeast"
@@ -101,6 +101,7 @@ class StandInConsumer:
         self._acked_index = defaultdict(set)
         self._acked = AckedOffsets(self.acked)
         self._waiting_for_ack = None
+        self._thread = StandInConsumerThread(assigned=())
 
     @property
     def tracked(self):
@@ -120,6 +121,32 @@ class StandInConsumer:
 
     async def seek_wait(self, partitions) -> None:
         self.sought.append(dict(partitions))
+
+
+class StandInConsumerThread:
+    """Faust's consumer thread and its aiokafka consumer: the partitions assigned, their positions
+    (what was fetched last + 1), and the seeks made in it, as (partition, offset)."""
+
+    def __init__(self, assigned) -> None:
+        self.assigned = set(assigned)
+        self.positions: dict = {}
+        self.seeks: list[tuple[int, int]] = []
+
+    async def call_thread(self, fun, *args):
+        return await fun(*args)
+
+    def _ensure_consumer(self):
+        return self
+
+    def assignment(self):
+        return set(self.assigned)
+
+    async def position(self, tp) -> int:
+        return self.positions[tp]
+
+    def seek(self, tp, offset: int) -> None:
+        self.seeks.append((tp.partition, offset))
+        self.positions[tp] = offset
 
 
 class AckedOffsets(dict):
@@ -228,6 +255,23 @@ async def test_records_are_not_taken_while_the_flow_is_stopped_or_from_another_g
     raw._faust_getmany = original
     await app.consumer._getmany(active_partitions={p0}, timeout=1.0)  # p1 paused
     assert len(raw.lanes[RAW].buffer) == 0
+
+
+async def test_records_fetched_and_not_taken_are_fetched_again_while_their_partition_is_assigned():
+    """The seek to the committed offsets that ends a rebalance skips a partition with nothing
+    committed: records dropped from a fetch of it must be sought back to, or they are lost."""
+    p0, p1, p2 = TP(RAW, 0), TP(RAW, 1), TP(RAW, 2)
+    app, raw, _ = fast_path([{p0: records(0, range(0, 5)), p1: records(1, range(3, 6)), p2: records(2, range(0, 4))},
+                             {p0: records(0, range(0, 5))}])
+    thread = app.consumer._thread = StandInConsumerThread(assigned={p0, p1})
+    thread.positions = {p0: 5, p1: 2}  # p1: reassigned meanwhile, started further back
+    app.consumer.flow_active = False  # the fetch ends inside a rebalance
+    await app.consumer._getmany(active_partitions={p0, p1, p2}, timeout=1.0)
+    # p0 back to 0; p1 not forward past 2; p2 (no longer ours) left to its next owner
+    assert thread.seeks == [(0, 0)] and app.consumer._read_offset[p0] == 0
+    app.consumer.flow_active = True
+    await app.consumer._getmany(active_partitions={p0, p1}, timeout=1.0)
+    assert [r.offset for _, r in await raw.lanes[RAW].buffer.take(100, 0.01)] == [0, 1, 2, 3, 4]
 
 
 async def test_records_fetched_again_after_a_seek_back_are_handed_out_once_and_a_gap_is_read_again():

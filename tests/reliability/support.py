@@ -250,6 +250,29 @@ async def read_topics(kafka_settings, topics: list[str], idle_s: float = 2.0, ti
     return got
 
 
+async def group_lag(kafka_settings, group_id: str, topics: list[str]) -> dict[str, int]:
+    """``topic/partition`` -> records of ``topics`` the consumer group has not committed yet
+    (its committed offset against the partition's true end, read from the log)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    from tickpipe.admin import admin_client
+    from tickpipe.kafka import client_kwargs
+    from tickpipe.processors.end_offsets import true_end_offsets
+
+    probe = AIOKafkaConsumer(**client_kwargs(kafka_settings), group_id=None)
+    await probe.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(probe.partitions_for_topic(t) or ())]
+        reported = await probe.end_offsets(tps)
+    finally:
+        await probe.stop()
+    ends = await true_end_offsets(client_kwargs(kafka_settings), reported)
+    async with admin_client(kafka_settings) as admin:
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=tps)
+    return {f"{tp.topic}/{tp.partition}": ends[tp] - max(0, getattr(committed.get(tp), "offset", 0) or 0)
+            for tp in tps}
+
+
 def decode_avro(records: list) -> list:
     """(topic, decoded record) of Avro values."""
     reader = AvroReader()
