@@ -50,6 +50,7 @@ class CoinbaseSession:
         self.subscribed = False
         self.auth_at: float | None = None   # when the connection's first JWT-authenticated subscribe was accepted
         self.close_reason: str | None = None
+        self.aborted = False  # a fault broke the connection: nothing queued is sent (or journaled) any more
         self.close_code: int | None = None
         self.stalled_until = 0.0
         self.msg_times: deque = deque()     # recent client message times, for the optional rate limit
@@ -82,7 +83,7 @@ class CoinbaseSession:
 
     def abort(self, reason: str, code: int) -> None:
         """Close now, dropping whatever is still queued (a fault: the connection just breaks)."""
-        self.close_reason, self.close_code = reason, code
+        self.close_reason, self.close_code, self.aborted = reason, code, True
         self.emu.spawn(self._shut(code, reason))
 
     def stop(self) -> None:
@@ -99,6 +100,8 @@ class CoinbaseSession:
         try:
             while True:
                 item = await self.queue.get()
+                if self.aborted:  # frames written after the close frame reach no client: not sent
+                    return
                 wait = self.stalled_until - time.monotonic()
                 if wait > 0:
                     await asyncio.sleep(wait)
