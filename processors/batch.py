@@ -32,6 +32,7 @@ import signal
 import time
 from typing import Any, Iterable, Protocol
 
+from tickpipe.histograms import observe_latencies
 from tickpipe.kafka import partition_for
 from tickpipe.logs import get_logger
 from tickpipe.processors.deadletter import Source
@@ -153,13 +154,10 @@ class BatchProcessor:
             os.kill(os.getpid(), signal.SIGKILL)
 
     def _observe_latency(self, outputs: list) -> None:
-        """End-to-end latency of every clean record just acknowledged: producer receive -> Kafka."""
-        now, observe = time.time_ns(), self._latency.observe
-        for _topic, out in outputs:
-            if out.kind in TICK_KINDS:
-                recv = out.record.get("recv_time")
-                if recv:
-                    observe(max(0, now - recv) / 1e9)
+        """End-to-end latency of every clean record just acknowledged: producer receive -> Kafka
+        (one histogram update per bucket: they were acknowledged at one instant)."""
+        recv_times = [out.record.get("recv_time") for _topic, out in outputs if out.kind in TICK_KINDS]
+        observe_latencies(self._latency, time.time_ns(), [t for t in recv_times if t])
 
     async def tick(self) -> None:
         """Deliver what the pipeline's checks release as time passes (held records, STALE)."""
