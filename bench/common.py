@@ -295,8 +295,12 @@ class TopicCounter:
     """Counts the records of some topics by reading them (Tansu's ListOffsets answers the base
     offset of the last batch, not the high watermark, so end offsets cannot count records)."""
 
-    def __init__(self, kafka: KafkaSettings, topics: list[str], on_record=None, fetch_max_wait_ms: int = 100) -> None:
+    def __init__(self, kafka: KafkaSettings, topics: list[str], on_record=None, fetch_max_wait_ms: int = 100,
+                 on_batch=None) -> None:
+        """``on_record(message)`` per record; ``on_batch(messages, read_ns)`` per fetched batch, with the
+        time ``getmany`` returned it (before anything here looked at its records)."""
         self.kafka, self.topics, self.on_record, self.fetch_max_wait_ms = kafka, topics, on_record, fetch_max_wait_ms
+        self.on_batch = on_batch
         self.count = 0
         self._consumer = None
         self._task: asyncio.Task | None = None
@@ -313,10 +317,14 @@ class TopicCounter:
         return self
 
     async def _read(self) -> None:
-        on_record = self.on_record
+        on_record, on_batch = self.on_record, self.on_batch
         while True:
-            for batch in (await self._consumer.getmany(timeout_ms=200, max_records=50_000)).values():
+            fetched = await self._consumer.getmany(timeout_ms=200, max_records=50_000)
+            read_ns = time.time_ns()
+            for batch in fetched.values():
                 self.count += len(batch)
+                if on_batch is not None:
+                    on_batch(batch, read_ns)
                 if on_record is not None:
                     for message in batch:
                         on_record(message)

@@ -12,8 +12,10 @@ consumer: the records of our raw topics leave the map there, whole, into a bound
 :class:`~tickpipe.processors.rawbuffer.RawRecordBuffer` per provider; everything else (the state tables' changelogs) goes
 on through Faust as before. One app task per provider (:meth:`RawBatchConsumption._consume`)
 takes batches of up to ``batch_max`` records from its buffer (waiting at most
-``batch_within_s`` to fill one), hands them to ``BatchProcessor.process`` as (key, value,
-headers, source) tuples built straight from the aiokafka records, and then acks them through
+``batch_within_s`` to fill one), hands them to ``BatchProcessor.process_pipelined`` as (key,
+value, headers, source) tuples built straight from the aiokafka records (the next batch starts
+once this one's outputs are acknowledged, while its state is being written), and acks them,
+once outputs and state are acknowledged, through
 Faust's ack bookkeeping once per batch (:func:`ack_records`: what ``Consumer.track_message``
 before and ``Consumer.ack`` after would do for a ``Message`` per record), so Faust's offset
 commits, its ``wait_empty`` at shutdown, and the rest of the app (consumer group, tables and
@@ -108,6 +110,7 @@ class RawBatchConsumption:
         self._in_flight = 0
         self._idle = asyncio.Event()  # set while no batch is in flight
         self._idle.set()
+        self._batches: set[asyncio.Task] = set()  # batches whose state write is in flight (strong refs)
         consumer = app.consumer
         self._faust_getmany = consumer._getmany
         consumer._getmany = self._getmany_keeping_raw_records
@@ -291,24 +294,49 @@ class RawBatchConsumption:
             self._mark_inbound(pairs)
             self._in_flight += 1
             self._idle.clear()
+            delivered = asyncio.get_running_loop().create_future()
+            batch = asyncio.ensure_future(self._process_and_ack(lane, pairs, pending, delivered))
+            self._batches.add(batch)
+            batch.add_done_callback(self._batches.discard)
             try:
-                await lane.processor.process(
-                    [(r.key, r.value, r.headers, Source(r.topic, r.partition, r.offset)) for _tp, r in pairs])
-                ack_records(consumer, self.app.topics, pairs, pending)
+                ok = await delivered  # the next batch may start while this one's state write is in flight
             except asyncio.CancelledError:
-                consumer._unacked_messages.discard(pending)
+                batch.cancel()
                 raise
-            except Exception as exc:
-                log.exception("batch failed; not acked, the processor stops", provider=lane.processor.pipeline.provider,
-                              records=len(pairs), offsets=_offset_ranges(pairs))
-                # not acked, and no longer waited for: the shutdown's wait_empty would wait for it forever
-                consumer._unacked_messages.discard(pending)
-                await app.crash(exc)
-                return
-            finally:
-                self._in_flight -= 1
-                if not self._in_flight:
-                    self._idle.set()
+            if not ok:
+                return  # the batch failed: the app crashes
+
+    async def _process_and_ack(self, lane: _Lane, pairs: list, pending: "_PendingBatch", delivered) -> None:
+        """Process a batch, then ack it once its outputs and its saved state are acknowledged
+        (``BatchProcessor.process_pipelined``); ``delivered`` gets True once the outputs are
+        (the loop takes the next batch), False if the batch failed."""
+        consumer = self.app.consumer
+        try:
+            messages = [(r.key, r.value, r.headers, Source(r.topic, r.partition, r.offset)) for _tp, r in pairs]
+            pipelined = getattr(lane.processor, "process_pipelined", None)
+            if pipelined is None:  # a processor without it: everything acknowledged when process returns
+                await lane.processor.process(messages)
+                delivered.set_result(True)
+            else:
+                _count, saved = await pipelined(messages)
+                delivered.set_result(True)
+                await saved
+            ack_records(consumer, self.app.topics, pairs, pending)
+        except asyncio.CancelledError:
+            consumer._unacked_messages.discard(pending)
+            raise
+        except Exception as exc:
+            log.exception("batch failed; not acked, the processor stops", provider=lane.processor.pipeline.provider,
+                          records=len(pairs), offsets=_offset_ranges(pairs))
+            # not acked, and no longer waited for: the shutdown's wait_empty would wait for it forever
+            consumer._unacked_messages.discard(pending)
+            await self.app.crash(exc)
+        finally:
+            if not delivered.done():
+                delivered.set_result(False)
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
 
     def _mark_inbound(self, pairs: list) -> None:
         """Faust's livelock detector: the partitions' "stream" is working (once per partition of a batch)."""

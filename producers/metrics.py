@@ -6,9 +6,9 @@ Labels: ``provider`` (a provider id) and, on reconnects, ``reason`` (one of
 
 from __future__ import annotations
 
-from bisect import bisect_right
-
 from prometheus_client import Counter, Gauge, Histogram
+
+from tickpipe.histograms import observe_latencies  # noqa: F401  (the sink's, re-exported)
 
 P = "tickpipe_producer_"
 REASONS = ("closed", "stale", "timeout", "error", "auth_failed", "connect_failed", "token_refresh", "shutdown")
@@ -35,24 +35,3 @@ paused_seconds = Counter(P + "reading_paused_seconds_total", "Time feed reads we
 loss_markers = Counter(P + "loss_markers_total", "Loss marker records written", ["provider"])
 resyncs = Counter(P + "resyncs_total", "Resync requests, by outcome (done, unknown, not_ready, failed)", ["provider", "outcome"])
 control_rejected = Counter(P + "control_rejected_total", "Control records that could not be understood", ["provider"])
-
-
-def observe_latencies(histogram, now_ns: int, recv_ns: list[int]) -> None:
-    """``histogram.observe(max(0, now_ns - t) / 1e9)`` for every ``t`` in ``recv_ns``, in one update per
-    bucket (a produced chunk is acknowledged at one instant): the same buckets, count and sum."""
-    try:
-        buckets, total, bounds = histogram._buckets, histogram._sum, histogram._upper_bounds
-    except AttributeError:  # another prometheus_client layout: one observation at a time
-        for t in recv_ns:
-            histogram.observe(max(0, now_ns - t) / 1e9)
-        return
-    latencies = sorted(max(0, now_ns - t) / 1e9 for t in recv_ns)
-    total.inc(sum(latencies))
-    below = 0
-    for bucket, bound in zip(buckets, bounds):
-        upto = bisect_right(latencies, bound, below)  # observations <= bound, as observe() files them
-        if upto > below:
-            bucket.inc(upto - below)
-            below = upto
-        if below == len(latencies):
-            break

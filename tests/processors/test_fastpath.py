@@ -422,3 +422,43 @@ def test_acking_a_batch_keeps_faust_s_books_as_acking_a_message_per_record_does(
         assert ours._new_offset(tp) == faust_consumer._new_offset(tp)   # what a commit would commit
     faust_consumer._clean_unacked_messages()
     assert not ours._unacked_messages and pending.acked
+
+
+class PipelinedProcessor(RecordingProcessor):
+    """``process_pipelined``: each batch's state write is held until the test releases it."""
+
+    def __init__(self, app: StandInApp) -> None:
+        super().__init__(app)
+        self.saves: list[asyncio.Future] = []
+
+    async def process_pipelined(self, messages):
+        self.batches.append([(source.partition, source.offset) for _k, _v, _h, source in messages])
+        saved = asyncio.get_running_loop().create_future()
+        self.saves.append(saved)
+        return len(messages), saved
+
+
+async def test_the_next_batch_starts_while_a_batch_s_state_is_written_and_acks_wait_for_it():
+    p0 = TP(RAW, 0)
+    consumer = StandInConsumer([{p0: records(0, range(0, 4))}])
+    app = StandInApp(consumer)
+    raw = RawBatchConsumption.of(app, batch_max=2, batch_within_s=0.01)
+    processor = PipelinedProcessor(app)
+    raw.consume(SimpleNamespace(topics=[RAW]), processor)
+    await fetch_all(app, {p0})
+    loop = asyncio.ensure_future(app.tasks[0]())
+    while len(processor.saves) < 2:
+        await asyncio.sleep(0.001)
+    assert processor.batches == [[(0, 0), (0, 1)], [(0, 2), (0, 3)]]  # the second before the first is saved
+    assert consumer.acked == [] and len(consumer.tracked) == 2 and not raw._idle.is_set()
+    processor.saves[0].set_result(None)
+    while len(consumer.acked) < 2:
+        await asyncio.sleep(0.001)
+    assert consumer.acked == [(0, 0), (0, 1)]
+    processor.saves[1].set_result(None)
+    while len(consumer.acked) < 4:
+        await asyncio.sleep(0.001)
+    assert not consumer.tracked and raw._idle.is_set()
+    app.should_stop = True
+    loop.cancel()
+    await asyncio.gather(loop, return_exceptions=True)

@@ -92,6 +92,7 @@ async def _declare_state_topics(kafka, processor, providers, topics) -> None:
 async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, integrity) -> int:
     from tickpipe.admin import declare_topics
     from tickpipe.children import print_ready
+    from tickpipe.gctune import settle_heap
     from tickpipe.logs import get_logger
     from tickpipe.processors.app import build_app
     from tickpipe.processors.integrity.check import IntegrityCheck
@@ -129,6 +130,7 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, i
             if not state["assigned"]:
                 await asyncio.sleep(0.1)
         if state["assigned"]:
+            settle_heap()
             print_ready(providers=providers, ops_port=ops.port if ops else None, wire_format=encoder.wire_format)
         code = 0
         while not stop.is_set():

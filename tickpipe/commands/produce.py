@@ -44,6 +44,7 @@ def _adapter_class(args):
 
 def run(args, ctx) -> int:
     from tickpipe.children import print_ready
+    from tickpipe.gctune import settle_heap
     from tickpipe.kafka import KafkaSettings
     from tickpipe.producers.runner import Producer, default_conn_id
     from tickpipe.producers.settings import loop_settings_for
@@ -77,6 +78,7 @@ def run(args, ctx) -> int:
             ops.add_readiness("feed", producer.ready)
             await ops.start()
         try:
+            settle_heap()
             print_ready(provider=args.provider, conn=conn_id, topic=producer.topic, ops_port=ops.port if ops else None)
             return await producer.run(stop)
         finally:
