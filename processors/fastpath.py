@@ -155,7 +155,7 @@ class RawBatchConsumption:
             buffer = self.lanes[tp.topic].buffer
             await buffer.wait_for_room()
             if not self._may_take(tp, generation, active_partitions):
-                await self._fetch_again(tp, fetched[0].offset, "dropped by a rebalance")
+                await self._fetch_again(tp, fetched[0].offset)
                 continue
             n = len(fetched)
             fetched, gaps = buffer.unseen(tp, fetched)
@@ -177,11 +177,11 @@ class RawBatchConsumption:
             if self._may_take(tp, generation, active_partitions):
                 buffer.add(tp, fetched)
             else:
-                await self._fetch_again(tp, fetched[0].offset, "dropped by a rebalance")
+                await self._fetch_again(tp, fetched[0].offset)
         await self._commit_every_n_acks()
         return records
 
-    async def _fetch_again(self, tp, offset: int, why: str) -> None:
+    async def _fetch_again(self, tp, offset: int) -> None:
         """Records of ``tp`` from ``offset`` on were fetched and not taken: make the consumer
         fetch them again if ``tp`` is still ours. aiokafka's position has moved past them, and
         the seek to the committed offsets that ends a rebalance skips a partition with nothing
@@ -211,7 +211,7 @@ class RawBatchConsumption:
             return
         if moved_from is not None:
             consumer._read_offset[tp] = offset
-            log.info("fetching raw records again", partition=f"{tp.topic}/{tp.partition}", reason=why,
+            log.info("raw records dropped by a rebalance, fetched again", partition=f"{tp.topic}/{tp.partition}",
                      offset=offset, position_was=moved_from)
 
     def _read_again(self, tp, offset: int) -> bool:

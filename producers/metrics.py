@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from tickpipe.histograms import observe_latencies  # noqa: F401  (the sink's, re-exported)
-
 P = "tickpipe_producer_"
 REASONS = ("closed", "stale", "timeout", "error", "auth_failed", "connect_failed", "token_refresh", "shutdown")
 

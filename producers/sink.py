@@ -30,6 +30,7 @@ import time
 
 from tickpipe.envelope import (H_CONN, H_CONTENT_TYPE, H_KIND, H_PROVIDER, H_RECV_NS, H_SEQ, H_SESSION, KIND_FRAME,
                                KIND_LOSS, RawRecord)
+from tickpipe.histograms import observe_latencies
 from tickpipe.kafka import KafkaSettings, client_kwargs, partition_for
 from tickpipe.logs import get_logger
 from tickpipe.producers import metrics
@@ -341,7 +342,7 @@ class KafkaSink:
         if not done:
             return
         now_ns = time.time_ns()
-        metrics.observe_latencies(self._m["produce_latency"], now_ns, [r.recv_ns for r in done])
+        observe_latencies(self._m["produce_latency"], now_ns, [r.recv_ns for r in done])
         self._m["bytes_produced"].inc(sum(len(r.payload) for r in done))
         for record in done:
             if record.kind == KIND_LOSS:

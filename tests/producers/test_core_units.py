@@ -196,7 +196,8 @@ def test_sink_headers_are_exactly_the_envelope_headers():
 def test_latencies_observed_per_chunk_equal_one_observation_per_record():
     from prometheus_client import CollectorRegistry, Histogram
 
-    from tickpipe.producers.metrics import observe_latencies, produce_latency
+    from tickpipe.histograms import observe_latencies
+    from tickpipe.producers.metrics import produce_latency
 
     registry = CollectorRegistry()
     buckets = produce_latency._upper_bounds[:-1]
