@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tickpipe.envelope import KIND_SESSION_START, RawRecord, encode_marker
+from tickpipe.fetchwait import govern_fetch_wait
 from tickpipe.kafka import KafkaSettings, client_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,6 +305,7 @@ class TopicCounter:
         self.count = 0
         self._consumer = None
         self._task: asyncio.Task | None = None
+        self.fetch_wait = None
 
     async def __aenter__(self) -> "TopicCounter":
         from aiokafka import AIOKafkaConsumer
@@ -313,6 +315,7 @@ class TopicCounter:
                                           max_partition_fetch_bytes=16 << 20,
                                           fetch_max_wait_ms=self.fetch_max_wait_ms)
         await self._consumer.start()
+        self.fetch_wait = govern_fetch_wait(self._consumer, "bench")  # a WaitLadder (None: not governed)
         self._task = asyncio.ensure_future(self._read())
         return self
 

@@ -86,6 +86,8 @@ async def run(rate: float, seconds: float, warmup: float, settings: dict[str, st
                 cpu = {name: round((common.cpu_seconds(pid) - cpu0[name]) / elapsed, 2) for name, pid in pids.items()}
                 gc.enable()
                 raw_delivered = raws.count
+                reader_waits = {name: counter.fetch_wait.wait_ms if counter.fetch_wait else fetch_wait_ms
+                                for name, counter in (("ticks", ticks), ("raw", raws))}
         finally:
             common.stop_all(*reversed(children))
     tick_reads = [(read_ns, read_ns - reader.decode(m.value)["recv_time"]) for read_ns, batch in ticks_read for m in batch]
@@ -99,7 +101,8 @@ async def run(rate: float, seconds: float, warmup: float, settings: dict[str, st
             "ratio_p99_tick_to_raw": common.ratio(clean["p99_ms"], first_hop["p99_ms"]),
             "target_p99_ms": TARGET_P99_MS, "met": clean["p99_ms"] <= TARGET_P99_MS and delivered > 0,
             "tick_p99_ms_by_10s": p99_by_slice(tick_reads, t0_ns), "raw_records_read": raw_delivered,
-            "cpu_cores": cpu, "consumer_fetch_max_wait_ms": fetch_wait_ms, "settings": settings}
+            "cpu_cores": cpu, "consumer_fetch_max_wait_ms": fetch_wait_ms,
+            "reader_fetch_wait_ms_at_end": reader_waits, "settings": settings}
 
 
 def main(argv=None) -> None:
@@ -108,7 +111,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured window")
     parser.add_argument("--warmup", type=float, default=10.0, help="seconds before the window")
     parser.add_argument("--fetch-wait-ms", type=int, default=5,
-                        help="fetch_max_wait_ms of the two measuring consumers (Tansu holds a fetch this long)")
+                        help="fetch_max_wait_ms the two measuring consumers start with (Tansu holds a fetch that "
+                             "finds nothing this long; tickpipe.fetchwait raises it when the broker starves them)")
     parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
                         help="a TICKPIPE_* setting for every child (repeatable)")
     args = parser.parse_args(argv)

@@ -20,6 +20,8 @@ FIGURES = {  # name -> (module, full-size arguments, quick arguments)
     "scaling": ("bench.scaling", [], ["--frames", "2000"]),
     "memory": ("bench.memory", [], ["--instruments", "50", "--frames-per-instrument", "2", "--rate", "200",
                                     "--seconds", "1"]),
+    # not a figure: the embedded broker's fetch cost as a log grows, which figure 3's tail follows
+    "broker_fetch": ("bench.broker_fetch", [], ["--batches", "10", "200", "--waits", "5", "--rounds", "2"]),
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from tickpipe.avro import AvroEncoder
 from tickpipe.config import ConfigError, setting
+from tickpipe.fetchwait import govern_fetch_wait
 from tickpipe.kafka import KafkaSettings, client_kwargs, faust_broker_options
 from tickpipe.logs import get_logger
 from tickpipe.processors.batch import BatchProcessor
@@ -135,7 +136,8 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
 
 def _limit_fetch_wait(app, fetch_max_wait_ms: int) -> None:
     """Faust builds its worker consumer with ``fetch_max_wait_ms=1500`` (no setting): set ours on
-    the aiokafka consumer before it starts (it reads the value when it builds its fetcher)."""
+    the aiokafka consumer before it starts (it reads the value when it builds its fetcher), and
+    let it grow if the broker starves the consumer (:mod:`tickpipe.fetchwait`)."""
     thread = getattr(app.consumer, "_thread", None)
     create = getattr(thread, "_create_worker_consumer", None)
     if create is None:  # another Faust driver: keep its own wait
@@ -144,6 +146,13 @@ def _limit_fetch_wait(app, fetch_max_wait_ms: int) -> None:
     def create_with_our_wait(transport):
         consumer = create(transport)
         consumer._fetch_max_wait_ms = fetch_max_wait_ms
+        start = consumer.start
+
+        async def start_and_govern_the_wait():
+            await start()
+            govern_fetch_wait(consumer, "processor")
+
+        consumer.start = start_and_govern_the_wait
         return consumer
 
     thread._create_worker_consumer = create_with_our_wait

@@ -16,6 +16,7 @@ from typing import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tickpipe.fetchwait import govern_fetch_wait
 from tickpipe.logs import get_logger
 
 log = get_logger("tickpipe.processors.end_offsets")
@@ -31,6 +32,7 @@ async def true_end_offsets(client_kwargs: dict, reported: Mapping[TopicPartition
     consumer = AIOKafkaConsumer(**client_kwargs, enable_auto_commit=False, group_id=None,
                                 fetch_max_wait_ms=fetch_max_wait_ms, isolation_level="read_uncommitted")
     await consumer.start()
+    ladder = govern_fetch_wait(consumer, "end-offsets")
     try:
         consumer.assign(list(probe))
         for tp, end in probe.items():
@@ -38,11 +40,11 @@ async def true_end_offsets(client_kwargs: dict, reported: Mapping[TopicPartition
         unread = set(probe)  # the record at end - 1 exists: wait for it (a first fetch can come back empty)
         deadline = time.monotonic() + patience_s
         while True:
-            batches = await consumer.getmany(timeout_ms=fetch_max_wait_ms * 3)
+            batches = await consumer.getmany(timeout_ms=(ladder.wait_ms if ladder else fetch_max_wait_ms) * 3)
             for tp, records in batches.items():
                 ends[tp] = max(ends[tp], records[-1].offset + 1)
                 unread.discard(tp)
-            if not batches and (not unread or time.monotonic() > deadline):
+            if not batches and ((not unread and not _behind(consumer, ends, probe)) or time.monotonic() > deadline):
                 break
         if unread:
             log.warning("end offsets not confirmed from the log", partitions=sorted(f"{tp.topic}/{tp.partition}"
@@ -53,6 +55,11 @@ async def true_end_offsets(client_kwargs: dict, reported: Mapping[TopicPartition
     if moved:
         log.info("end offsets corrected from the log", partitions=moved)
     return ends
+
+
+def _behind(consumer, ends: Mapping[TopicPartition, int], tps) -> list[TopicPartition]:
+    """Partitions whose last fetch answer gave a high watermark past what was read (a starved answer)."""
+    return [tp for tp in tps if (high := consumer.highwater(tp)) is not None and high > ends[tp]]
 
 
 def read_ends_from_the_log(app, client_kwargs: dict, fetch_max_wait_ms: int = 100) -> None:

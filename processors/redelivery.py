@@ -22,6 +22,7 @@ from typing import Iterable, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tickpipe.fetchwait import govern_fetch_wait
 from tickpipe.logs import get_logger
 from tickpipe.processors.end_offsets import true_end_offsets
 from tickpipe.processors.metrics import REDELIVERED_DROPPED, REDELIVERY_SCANNED
@@ -119,6 +120,7 @@ class Redelivery:
         consumer = AIOKafkaConsumer(**self._kwargs, enable_auto_commit=False, group_id=None,
                                     fetch_max_wait_ms=self._fetch_wait)
         await consumer.start()
+        govern_fetch_wait(consumer, f"redelivery-{self.provider}")
         try:
             ends = await true_end_offsets(self._kwargs, await consumer.end_offsets(list(start)), self._fetch_wait)
             ranges = {}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 
 from tickpipe.envelope import H_CONN, H_SEQ
+from tickpipe.fetchwait import govern_fetch_wait
 from tickpipe.kafka import KafkaSettings, client_kwargs, partition_for
 from tickpipe.logs import get_logger
 
@@ -37,6 +38,7 @@ async def last_seq(kafka: KafkaSettings, topic: str, conn: str, scan_max: int = 
     consumer = AIOKafkaConsumer(**client_kwargs(kafka), group_id=None, enable_auto_commit=False,
                                 request_timeout_ms=10_000)
     await consumer.start()
+    govern_fetch_wait(consumer, "resume")
     try:
         partitions = await partitions_of(consumer, topic)
         tp = TopicPartition(topic, partition_for(conn.encode(), list(partitions)))

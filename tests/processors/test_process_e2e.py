@@ -26,14 +26,15 @@ PRICE = '{"type":"price","data":{"date":"2021-09-29T09:35:5%d","price":%s,"volum
 
 
 def process_child(kafka_settings, tmp_path, name: str, providers=("financefeast",),
-                  normalizers: str = "financefeast=tests.processors.example_normalizer:normalize") -> Child:
+                  normalizers: str = "financefeast=tests.processors.example_normalizer:normalize",
+                  **settings: str) -> Child:
     env = {"TICKPIPE_KAFKA_BOOTSTRAP_SERVERS": kafka_settings.bootstrap_servers,
            "TICKPIPE_KAFKA_TOPIC_PREFIX": kafka_settings.topic_prefix,
            "TICKPIPE_PROCESSOR_APP_ID": f"proc-{kafka_settings.topic_prefix}",
            "TICKPIPE_PROCESSOR_SESSION_TIMEOUT_S": "6", "TICKPIPE_PROCESSOR_HEARTBEAT_INTERVAL_S": "1",
            "TICKPIPE_PROCESSOR_NORMALIZERS": normalizers,
            "TICKPIPE_TOPICS_RAW_PARTITIONS": "2", "TICKPIPE_TOPICS_TICK_PARTITIONS": "2",
-           "TICKPIPE_OPS_PORT": "0", "PYTHONPATH": str(REPO)}
+           "TICKPIPE_OPS_PORT": "0", "PYTHONPATH": str(REPO), **settings}
     return Child(tickpipe_command("process", "--providers", *providers), name,
                  log_file=tmp_path / f"{name}.log", env=env, ready_timeout=40)
 
@@ -112,6 +113,7 @@ def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(ka
     assert 'tickpipe_processor_dead_letters_total{error_kind="parse",provider="financefeast"} 1.0' in metrics
     assert 'tickpipe_processor_records_total{kind="trade",provider="financefeast"} 3.0' in metrics
     assert 'tickpipe_processor_end_to_end_latency_seconds_count{provider="financefeast"} 3.0' in metrics
+    assert 'tickpipe_consumer_fetch_wait_ms{consumer="processor"} 10.0' in metrics  # the default, governed
 
     # Offsets were committed: a new process of the same group continues after them.
     with process_child(kafka_settings, tmp_path, "process-2"):
@@ -119,6 +121,22 @@ def test_raw_frames_become_clean_ticks_and_dead_letters_and_survive_a_restart(ka
         got = asyncio.run(consume(kafka_settings, [trades], want=4, settle_s=2.0))
     assert sorted(r["frame_seq"] for _, _, r, _ in got) == [3, 5, 6, 7]
     assert os.path.exists(tmp_path / "process-2.log")
+
+
+def test_a_partition_the_broker_is_slow_to_read_does_not_stall_the_processor(kafka_broker, kafka_settings, tmp_path):
+    """Embedded Tansu answers a fetch with no records when reading the partition outlasts the fetch
+    wait (it lists every batch stored): with a 1 ms wait and 4,000 batches in one partition the
+    processor would never get a frame. Its wait grows instead (``tickpipe/fetchwait.py``)."""
+    prefix = kafka_settings.topic_prefix
+    frames = [frame(1, '{"event":"session_start"}', KIND_SESSION_START)]
+    frames += [frame(seq, PRICE % (seq % 10, f"{seq}.01", "1", "NZB.NZ")) for seq in range(2, 4001)]  # all distinct
+    asyncio.run(produce(kafka_settings, raw_topic("financefeast", prefix), frames))  # one batch each, one partition
+    with process_child(kafka_settings, tmp_path, "process-slow", TICKPIPE_PROCESSOR_FETCH_MAX_WAIT_MS="1") as child:
+        got = asyncio.run(consume(kafka_settings, [tick_topic("trade", prefix)], want=3999, timeout=60))
+        _, metrics = http_get(child.ready["ops_port"], "/metrics")
+    assert sorted(r["frame_seq"] for _, _, r, _ in got) == list(range(2, 4001))
+    wait = float(metrics.split('tickpipe_consumer_fetch_wait_ms{consumer="processor"} ')[1].split()[0])
+    assert wait > 1 if kafka_broker.kind == "embedded" else wait >= 1
 
 
 def test_with_a_registry_schemas_are_registered_at_start_and_ticks_use_the_confluent_format(kafka_settings, tmp_path):

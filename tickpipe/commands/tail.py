@@ -42,6 +42,7 @@ async def _tail(kafka, avro, topic: str, from_beginning: bool, limit: int | None
 
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
+    from tickpipe.fetchwait import govern_fetch_wait
     from tickpipe.kafka import client_kwargs, start_client
     from tickpipe.processors.rawfile import export_line
     from tickpipe.schema_registry import SchemaRegistry
@@ -54,6 +55,7 @@ async def _tail(kafka, avro, topic: str, from_beginning: bool, limit: int | None
             registry = await stack.enter_async_context(SchemaRegistry.from_settings(avro))
         stack.push_async_callback(consumer.stop)
         await start_client(consumer, kafka)
+        govern_fetch_wait(consumer, "tail")
         partitions = consumer.partitions_for_topic(topic) or await _partitions(consumer, topic)
         if not partitions:
             print(f"tickpipe tail: topic {topic} does not exist", file=sys.stderr)

@@ -58,11 +58,13 @@ class Observer:
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from tickpipe.fetchwait import govern_fetch_wait
         from tickpipe.kafka import client_kwargs, start_client
 
         self.consumer = AIOKafkaConsumer(**client_kwargs(self.kafka), group_id=None, enable_auto_commit=False,
                                          fetch_max_wait_ms=50)   # the view's own hop adds little latency
         await start_client(self.consumer, self.kafka)
+        govern_fetch_wait(self.consumer, "demo-view")
         await self.consumer._client.force_metadata_update()
         tps = [TopicPartition(t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or ())]
         self.consumer.assign(tps)
