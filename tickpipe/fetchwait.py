@@ -1,7 +1,7 @@
 """Fetch waits that grow when the broker starves a consumer.
 
 The embedded broker (Tansu 0.6.0, memory storage) lists every batch a partition holds to
-answer a fetch: about 0.75 us per stored batch. Partitions whose reads end after the
+answer a fetch: about 1 us per stored batch. Partitions whose reads end after the
 consumer's ``fetch_max_wait_ms`` come back *empty although the broker has their records*: with
 a 5 ms wait and 3,000 batches in each of 8 partitions a fetch returns 1 or 2 of the 8; at
 32,000 batches in one partition a 10 ms wait never gets a record (``python -m
@@ -9,7 +9,8 @@ bench.broker_fetch``). A long-running processor on the embedded broker would sta
 
 A starved answer is recognisable: a partition comes back empty while the high watermark in
 the same answer is past the fetch offset. After ``patience`` such answers in a row the wait
-doubles, up to ``cap_ms``. A wait only costs time when no partition has anything new (the
+doubles, up to ``cap_ms``; after ``relax_after`` served answers in a row it drops by a quarter
+(never below where it started), so it stays near the least the broker needs. A wait only costs time when no partition has anything new (the
 broker then holds the fetch that long); a fetch that finds records returns at once. (On Kafka
 a partition can also come back empty when the answer reached ``fetch_max_bytes``; the wait
 then rises for nothing, which costs nothing there: Kafka answers a waiting fetch as soon as
@@ -47,19 +48,29 @@ def starved(partitions: Iterable[tuple[int, int | None, bool]]) -> bool | None:
 
 
 class WaitLadder:
-    """The wait, doubled after ``patience`` starved answers in a row, never above ``cap_ms``."""
+    """The wait, doubled after ``patience`` starved answers in a row, never above ``cap_ms``; with
+    ``relax_after``, lowered by a quarter (not below where it started) after that many served
+    answers in a row, so it stays near the least the broker needs."""
 
-    def __init__(self, wait_ms: int, cap_ms: int = 1000, patience: int = 3) -> None:
+    def __init__(self, wait_ms: int, cap_ms: int = 1000, patience: int = 3, relax_after: int = 0) -> None:
         self.wait_ms, self.cap_ms, self.patience = wait_ms, max(cap_ms, wait_ms), patience
+        self.floor_ms, self.relax_after = wait_ms, relax_after
         self._in_a_row = 0
+        self._served_in_a_row = 0
 
     def answer(self, was_starved: bool | None) -> int | None:
-        """Record one fetch answer; the new wait when it is raised, else None."""
+        """Record one fetch answer; the new wait when it changes, else None."""
         if was_starved is None:
             return None
         if not was_starved:
             self._in_a_row = 0
+            self._served_in_a_row += 1
+            if self.relax_after and self._served_in_a_row >= self.relax_after and self.wait_ms > self.floor_ms:
+                self._served_in_a_row = 0
+                self.wait_ms = max(self.floor_ms, self.wait_ms * 3 // 4)
+                return self.wait_ms
             return None
+        self._served_in_a_row = 0
         self._in_a_row += 1
         if self._in_a_row < self.patience or self.wait_ms >= self.cap_ms:
             return None
@@ -68,9 +79,10 @@ class WaitLadder:
         return self.wait_ms
 
 
-def govern_fetch_wait(consumer, name: str, cap_ms: int = 1000, patience: int = 3,
+def govern_fetch_wait(consumer, name: str, cap_ms: int = 1000, patience: int = 3, relax_after: int = 50,
                       on_raise: Callable[[int], None] | None = None) -> WaitLadder | None:
-    """Watch a started aiokafka consumer's fetch answers and raise its wait when they starve it.
+    """Watch a started aiokafka consumer's fetch answers; raise its wait when they starve it, and
+    lower it again after ``relax_after`` served answers in a row.
 
     Relies on aiokafka's private ``Fetcher`` (``_proc_fetch_request``, ``_records``,
     ``_fetch_max_wait_ms``); returns None, changing nothing, where those are missing.
@@ -79,20 +91,22 @@ def govern_fetch_wait(consumer, name: str, cap_ms: int = 1000, patience: int = 3
     process = getattr(fetcher, "_proc_fetch_request", None)
     if process is None or not hasattr(fetcher, "_fetch_max_wait_ms") or not hasattr(fetcher, "_records"):
         return None
-    ladder = WaitLadder(fetcher._fetch_max_wait_ms, cap_ms, patience)
+    ladder = WaitLadder(fetcher._fetch_max_wait_ms, cap_ms, patience, relax_after)
     FETCH_WAIT.labels(name).set(ladder.wait_ms)
 
     async def process_and_judge(assignment, node_id, request):
         sent_ms = int(time.time() * 1000)
         woke = await process(assignment, node_id, request)
-        raised = ladder.answer(starved(_answers(fetcher, assignment, request, sent_ms)))
-        if raised is not None:
-            fetcher._fetch_max_wait_ms = raised
-            FETCH_WAIT.labels(name).set(raised)
+        before = ladder.wait_ms
+        changed = ladder.answer(starved(_answers(fetcher, assignment, request, sent_ms)))
+        if changed is not None:
+            fetcher._fetch_max_wait_ms = changed
+            FETCH_WAIT.labels(name).set(changed)
+        if changed is not None and changed > before:
             log.warning("broker answered fetches without the records it holds; fetch wait raised",
-                        consumer=name, fetch_max_wait_ms=raised)
+                        consumer=name, fetch_max_wait_ms=changed)
             if on_raise is not None:
-                on_raise(raised)
+                on_raise(changed)
         return woke
 
     fetcher._proc_fetch_request = process_and_judge

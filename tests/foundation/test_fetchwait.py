@@ -39,6 +39,18 @@ def test_the_wait_doubles_after_patience_starved_answers_in_a_row_up_to_the_cap(
     assert [ladder.answer(True) for _ in range(6)] == [None] * 6 and ladder.wait_ms == 30
 
 
+def test_with_relax_after_the_wait_drops_by_a_quarter_after_that_many_served_answers_never_below_the_start():
+    ladder = WaitLadder(8, cap_ms=100, patience=1, relax_after=3)
+    assert [ladder.answer(True), ladder.answer(True)] == [16, 32]
+    assert [ladder.answer(False) for _ in range(3)] == [None, None, 24]
+    assert [ladder.answer(False), ladder.answer(True), ladder.answer(False)] == [None, 48, None]  # starved: count restarts
+    assert [ladder.answer(False) for _ in range(2)] == [None, 36]
+    for _ in range(30):
+        ladder.answer(False)
+    assert ladder.wait_ms == 8                                   # back where it started, no lower
+    assert WaitLadder(8, relax_after=0).answer(False) is None    # 0: never relaxes
+
+
 @pytest.mark.kafka
 def test_a_consumer_gets_the_records_of_a_partition_the_broker_is_slow_to_read(kafka_broker, kafka_settings):
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
