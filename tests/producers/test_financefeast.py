@@ -43,8 +43,9 @@ def until_ends(n: int = 1):
 async def test_every_price_recorded_verbatim_in_order_with_markers(kafka_settings, tmp_path):
     await declare(kafka_settings)
     async with emulator(tmp_path) as emu:
-        async with producing(producer(kafka_settings, emu)):
-            await wait_for(lambda: emu.journal.counts.get("sent", 0) >= 80, what="80 prices sent")
+        p = producer(kafka_settings, emu)
+        async with producing(p):  # session start + the authenticated frame + 80 prices recorded
+            await wait_for(lambda: p.recorder.seq >= 82, what="80 prices recorded")
         emu.journal.flush()
         sent = [(e["ids"]["instrument"], e["ids"]["date"]) for e in read_journal(emu.journal.path) if e["event"] == "sent"]
     records = await read_raw(kafka_settings, "financefeast", until_ends())
