@@ -52,7 +52,8 @@ async def time_fetches(kafka_kwargs: dict, tps: list[TopicPartition], wait_ms: i
                 return {"wait_ms": wait_ms, "starved": True}
             times.append((time.perf_counter() - t0) * 1000)
             served.append(len(got))
-        times.sort(), served.sort()
+        times.sort()
+        served.sort()
         return {"wait_ms": wait_ms, "starved": False, "median_ms": round(common.percentile(times, 0.5), 2),
                 "max_ms": round(times[-1], 2), "partitions_served_median": common.percentile(served, 0.5)}
     finally:

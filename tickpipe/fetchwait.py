@@ -10,8 +10,9 @@ bench.broker_fetch``). A long-running processor on the embedded broker would sta
 A starved answer is recognisable: a partition comes back empty while the high watermark in
 the same answer is past the fetch offset. After ``patience`` such answers in a row the wait
 doubles, up to ``cap_ms``; after ``relax_after`` served answers in a row it drops by a quarter
-(never below where it started), so it stays near the least the broker needs. A wait only costs time when no partition has anything new (the
-broker then holds the fetch that long); a fetch that finds records returns at once. (On Kafka
+(never below where it started), so it stays near the least the broker needs. A wait only
+costs time when no partition has anything new (the broker then holds the fetch that long); a
+fetch that finds records returns at once. (On Kafka
 a partition can also come back empty when the answer reached ``fetch_max_bytes``; the wait
 then rises for nothing, which costs nothing there: Kafka answers a waiting fetch as soon as
 records arrive.)
@@ -22,7 +23,7 @@ records arrive.)
 from __future__ import annotations
 
 import time
-from typing import Callable, Iterable
+from typing import Iterable
 
 from aiokafka.structs import TopicPartition
 from prometheus_client import Gauge
@@ -32,7 +33,8 @@ from tickpipe.logs import get_logger
 log = get_logger("tickpipe.fetchwait")
 
 FETCH_WAIT = Gauge("tickpipe_consumer_fetch_wait_ms", "fetch_max_wait_ms of a consumer (raised when the broker "
-                   "answered fetches with no records although it had them)", ["consumer"])
+                   "answered fetches with no records although it had them, lowered again while it serves them)",
+                   ["consumer"])
 
 
 def starved(partitions: Iterable[tuple[int, int | None, bool]]) -> bool | None:
@@ -79,34 +81,36 @@ class WaitLadder:
         return self.wait_ms
 
 
-def govern_fetch_wait(consumer, name: str, cap_ms: int = 1000, patience: int = 3, relax_after: int = 50,
-                      on_raise: Callable[[int], None] | None = None) -> WaitLadder | None:
+def govern_fetch_wait(consumer, name: str, cap_ms: int = 1000, patience: int = 3,
+                      relax_after: int = 50) -> WaitLadder | None:
     """Watch a started aiokafka consumer's fetch answers; raise its wait when they starve it, and
     lower it again after ``relax_after`` served answers in a row.
 
     Relies on aiokafka's private ``Fetcher`` (``_proc_fetch_request``, ``_records``,
-    ``_fetch_max_wait_ms``); returns None, changing nothing, where those are missing.
+    ``_fetch_max_wait_ms``); returns None, changing nothing, where those are missing. A raise to a
+    wait above any before is logged as a warning; the ups and downs below it are not.
     """
     fetcher = getattr(consumer, "_fetcher", None)
     process = getattr(fetcher, "_proc_fetch_request", None)
     if process is None or not hasattr(fetcher, "_fetch_max_wait_ms") or not hasattr(fetcher, "_records"):
         return None
     ladder = WaitLadder(fetcher._fetch_max_wait_ms, cap_ms, patience, relax_after)
-    FETCH_WAIT.labels(name).set(ladder.wait_ms)
+    gauge = FETCH_WAIT.labels(name)
+    gauge.set(ladder.wait_ms)
+    highest = ladder.wait_ms
 
     async def process_and_judge(assignment, node_id, request):
+        nonlocal highest
         sent_ms = int(time.time() * 1000)
         woke = await process(assignment, node_id, request)
-        before = ladder.wait_ms
         changed = ladder.answer(starved(_answers(fetcher, assignment, request, sent_ms)))
         if changed is not None:
             fetcher._fetch_max_wait_ms = changed
-            FETCH_WAIT.labels(name).set(changed)
-        if changed is not None and changed > before:
+            gauge.set(changed)
+        if changed is not None and changed > highest:
+            highest = changed
             log.warning("broker answered fetches without the records it holds; fetch wait raised",
                         consumer=name, fetch_max_wait_ms=changed)
-            if on_raise is not None:
-                on_raise(changed)
         return woke
 
     fetcher._proc_fetch_request = process_and_judge
