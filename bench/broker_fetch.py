@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import common
 from tickpipe.admin import admin_client
+from tickpipe.kafka import client_kwargs
 from tickpipe.topics import TopicSpec, create_missing
 
 
@@ -61,8 +62,6 @@ async def time_fetches(kafka_kwargs: dict, tps: list[TopicPartition], wait_ms: i
 
 
 async def run(sizes: list[int], waits: list[int], rounds: int, starve_s: float, partitions: int = 1) -> dict:
-    from tickpipe.kafka import client_kwargs
-
     with common.broker() as broker:
         kafka = broker.kafka(common.new_prefix("brokerfetch"))
         topic = f"{kafka.topic_prefix}bench.fetch"
