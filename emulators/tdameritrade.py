@@ -59,6 +59,9 @@ class StreamerEmulatorSettings:
     symbol_limit: int = setting(500, minimum=1, help="total keys per connection before code 19 (unconfirmed)")
     delayed: bool = setting(False, help="'delayed' flag on level-one images")
     drop_on_token_expiry: bool = setting(False, help="close a session once its login token expires (unconfirmed)")
+    chart_sequence_base_min: int = setting(7 * 60, minimum=0, maximum=24 * 60 - 1,
+                                           help="CHART_EQUITY SEQUENCE counts minutes from this minute of the "
+                                                "US/Eastern day (07:00; inferred from captures, unconfirmed)")
     clock_speed: float = setting(1.0, minimum=0.001, help="market clock speed; 60 gives one minute bar per second")
 
     @property

@@ -216,7 +216,8 @@ class StreamerLink:
             await self.emit(service, key, record, ids, True)
         elif service.startswith("CHART_") and bar is not None:
             seq = session.next_seq(service, key)
-            record = {"seq": seq, "key": key, **render(flavour, service, chart_values(bar), fields)}
+            values = chart_values(bar, self.settings.chart_sequence_base_min)
+            record = {"seq": seq, "key": key, **render(flavour, service, values, fields)}
             await self.emit(service, key, record, {"kind": "bar", **base, "product_seq": seq,
                                                    "event_ns": bar.start_ns}, True)
         elif service.endswith("_BOOK"):

@@ -138,10 +138,14 @@ def seconds_since_midnight(ms: int) -> int:
     return local.hour * 3600 + local.minute * 60 + local.second
 
 
-def minute_index(start_ms: int) -> int:
-    """CHART_EQUITY SEQUENCE: minutes since 07:00 US/Eastern of the bar's day (inferred from captures)."""
+def minute_index(start_ms: int, base_min: int = 7 * 60) -> int:
+    """CHART_EQUITY SEQUENCE: minutes since the latest ``base_min`` (07:00) US/Eastern, in [0, 1440).
+
+    The 07:00 base is inferred from captures (Schwab's pre-market opens then: the real feed has
+    no earlier bar); the emulated market runs round the clock, so an earlier bar counts from the
+    day before's base rather than going negative."""
     local = datetime.fromtimestamp(start_ms / 1000, EASTERN)
-    return (local.hour - 7) * 60 + local.minute
+    return (local.hour * 60 + local.minute - base_min) % (24 * 60)
 
 
 class LevelOneCache:
@@ -185,10 +189,11 @@ def hash_symbol(symbol: str) -> int:
     return h
 
 
-def chart_values(bar: Bar) -> dict[str, Any]:
+def chart_values(bar: Bar, sequence_base_min: int = 7 * 60) -> dict[str, Any]:
     start_ms = bar.start_ns // 1_000_000
     return {"OPEN_PRICE": num(bar.open), "HIGH_PRICE": num(bar.high), "LOW_PRICE": num(bar.low),
-            "CLOSE_PRICE": num(bar.close), "VOLUME": float(bar.volume), "SEQUENCE": minute_index(start_ms),
+            "CLOSE_PRICE": num(bar.close), "VOLUME": float(bar.volume),
+            "SEQUENCE": minute_index(start_ms, sequence_base_min),
             "CHART_TIME_MILLIS": start_ms, "CHART_DAY": start_ms // DAY_MS}
 
 

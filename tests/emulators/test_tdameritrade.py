@@ -16,6 +16,7 @@ from tickpipe.config import Secret
 from tickpipe.emulators.base import EmulatorOptions
 from tickpipe.emulators.streamer_fields import FIELDS, field_ids
 from tickpipe.emulators.tdameritrade import SchwabEmulator, StreamerEmulatorSettings, TDAmeritradeEmulator
+from tickpipe.emulators.tdameritrade_records import minute_index
 from tests.emulators.streamer_client import StreamerClient, data_records, discovery, fetch_token
 
 FAST = StreamerEmulatorSettings(heartbeat_s=0.2, clock_speed=120)
@@ -87,6 +88,16 @@ async def test_schwab_subs_add_unsubs_view_semantics():
         await asyncio.sleep(0.2)
         assert {r["key"] for r in data_records(await client.collect(0.8))} == {"AAPL"}
         await client.close()
+
+
+@pytest.mark.parametrize("chart_time_ms,base_min,expected", [
+    (1715903940000, 420, 779),    # the Schwab capture: 23:59 UTC = 19:59 EDT
+    (1590597540000, 420, 339),    # the TDA capture: 16:39 UTC = 12:39 EDT
+    (1795332720000, 420, 1172),   # 02:32 EST, before the pre-market: counts from the day before's 07:00
+    (1795332720000, 120, 32),     # another base (the 07:00 is inferred)
+])
+def test_chart_sequence_is_a_minute_index_from_the_base(chart_time_ms, base_min, expected):
+    assert minute_index(chart_time_ms, base_min) == expected
 
 
 @pytest.mark.parametrize("cls,seq_field,open_field", [(SchwabEmulator, "1", "2"), (TDAmeritradeEmulator, "6", "1")])
