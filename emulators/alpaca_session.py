@@ -17,7 +17,7 @@ from aiohttp import WSMsgType, web
 
 from tickpipe.emulators.alpaca_feed import Event, EventSource, Subscriptions
 from tickpipe.emulators.alpaca_wire import Codec
-from tickpipe.emulators.base import PeriodicFault, paced
+from tickpipe.emulators.base import paced
 
 if TYPE_CHECKING:
     from tickpipe.emulators.alpaca import AlpacaEmulator, Feed
@@ -139,8 +139,8 @@ class StreamSession:
     async def _pump(self) -> None:
         plan, emu = self.emu.options.faults, self.emu
         rng = random.Random(f"{emu.options.seed}:{self.conn}:periodic")
-        disconnect = PeriodicFault(plan, plan.disconnect_every, rng)
-        stall = PeriodicFault(plan, plan.stall_every, rng)
+        disconnect = emu.periodic(plan.disconnect_every, rng)
+        stall = emu.periodic(plan.stall_every, rng)
         slow_at = time.monotonic() + plan.slow_client if plan.slow_client else None
         try:
             async for n in paced(emu.options.rate):
@@ -156,7 +156,7 @@ class StreamSession:
                 if stall.fired():
                     emu.journal.write("fault", self.conn, fault="stall", seconds=plan.stall_for)
                     await asyncio.sleep(plan.stall_for)
-                    stall = PeriodicFault(plan, plan.stall_every, rng)  # the next one counts from the end
+                    stall = emu.periodic(plan.stall_every, rng)  # the next one counts from the end
                     continue
                 if self.source is not None:
                     async with self.lock:

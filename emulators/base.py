@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, ClassVar
+from typing import Any, AsyncIterator, Callable, ClassVar
 
 from aiohttp import web
 
@@ -52,6 +52,7 @@ class Emulator:
         self._tasks: set[asyncio.Task] = set()
         self._sockets: set[web.WebSocketResponse] = set()
         self.stopping = asyncio.Event()
+        self.frozen = False
 
     # ----- to be provided by each provider -----
     def routes(self, app: web.Application) -> None:
@@ -59,7 +60,7 @@ class Emulator:
 
     # ----- lifecycle -----
     async def start(self) -> "Emulator":
-        app = web.Application(client_max_size=self.options.max_frame_bytes)
+        app = web.Application(client_max_size=self.options.max_frame_bytes, middlewares=[self._hold_while_frozen])
         self.routes(app)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -81,6 +82,21 @@ class Emulator:
             await self._runner.cleanup()
             self._runner = None
         self.journal.close()
+
+    def freeze(self) -> None:
+        """Act as a SIGSTOPped emulator would: every outbox withholds (and does not journal)
+        what it is given from now on, so the journal ends where the frames on the wire do;
+        periodic faults stop firing; a new request (a reconnect) gets no answer until
+        :meth:`stop`. Frames already handed to a socket still arrive."""
+        self.frozen = True
+
+    @web.middleware
+    async def _hold_while_frozen(self, request: web.Request, handler) -> web.StreamResponse:
+        while self.frozen and not self.stopping.is_set():
+            await asyncio.sleep(0.05)
+        if self.frozen:
+            return web.Response(status=503, text="server stopping\n")
+        return await handler(request)
 
     async def __aenter__(self) -> "Emulator":
         return await self.start()
@@ -116,7 +132,11 @@ class Emulator:
 
     def outbox(self, conn: int) -> Outbox:
         plan = self.options.faults
-        return Outbox(plan, plan.rng(self.options.seed, conn), self.journal, conn)
+        return Outbox(plan, plan.rng(self.options.seed, conn), self.journal, conn, frozen=lambda: self.frozen)
+
+    def periodic(self, every: float, rng) -> "PeriodicFault":
+        """A periodic fault (disconnect, stall) of this emulator's plan; it never fires while frozen."""
+        return PeriodicFault(self.options.faults, every, rng, frozen=lambda: self.frozen)
 
     async def slow(self) -> None:
         """The ``slow`` fault: delay a control reply."""
@@ -154,13 +174,13 @@ async def paced(rate: float, tick_s: float = 0.01) -> AsyncIterator[int]:
 class PeriodicFault:
     """Fires about every ``every`` seconds (seeded jitter), e.g. for disconnects and stalls."""
 
-    def __init__(self, plan: FaultPlan, every: float, rng) -> None:
-        self.plan, self.every, self.rng = plan, every, rng
+    def __init__(self, plan: FaultPlan, every: float, rng, frozen: Callable[[], bool] = lambda: False) -> None:
+        self.plan, self.every, self.rng, self.frozen = plan, every, rng, frozen
         interval = plan.next_interval(rng, every)
         self.due = time.monotonic() + interval if interval is not None else None
 
     def fired(self) -> bool:
-        if self.due is None or time.monotonic() < self.due:
+        if self.due is None or time.monotonic() < self.due or self.frozen():
             return False
         self.due = time.monotonic() + self.plan.next_interval(self.rng, self.every)
         return True

@@ -25,7 +25,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from tickpipe.emulators import coinbase_exchange_frames as frames
-from tickpipe.emulators.base import Emulator, EmulatorOptions, PeriodicFault
+from tickpipe.emulators.base import Emulator, EmulatorOptions
 from tickpipe.emulators.coinbase_exchange_engine import ExchangeEngine, iso_time
 from tickpipe.emulators.coinbase_exchange_protocol import (
     AUTH_REQUIRED_REASON, BAD_AUTH, UNAUTHORIZED, CoinbaseExchangeEmulatorSettings, Request, ack, check_auth,
@@ -226,8 +226,8 @@ class CoinbaseExchangeEmulator(Emulator):
     # ----- per-connection timers and faults -----
     async def _monitor(self, session: Session) -> None:
         plan, cfg, rng = self.options.faults, self.settings, session.outbox.rng
-        disconnect = PeriodicFault(plan, plan.disconnect_every, rng)
-        stall = PeriodicFault(plan, plan.stall_every, rng)
+        disconnect = self.periodic(plan.disconnect_every, rng)
+        stall = self.periodic(plan.stall_every, rng)
         next_heartbeat = next_status = time.monotonic() + cfg.heartbeat_interval_s
         next_unknown = time.monotonic() + cfg.unknown_type_every_s
         if cfg.status_interval_s:

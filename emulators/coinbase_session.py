@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING
 import orjson
 from aiohttp import web
 
-from tickpipe.emulators.base import PeriodicFault
 from tickpipe.emulators.coinbase_market import go_time, rfc3339
 from tickpipe.emulators.coinbase_user import PORTFOLIO_ID, UserAccount
 
@@ -58,8 +57,8 @@ class CoinbaseSession:
         self._sent_candles: dict[str, dict] = {}
         self._batched: dict[str, dict] = {}
         plan = emu.options.faults
-        self._disconnect = PeriodicFault(plan, plan.disconnect_every, self.rng)
-        self._stall = PeriodicFault(plan, plan.stall_every, self.rng)
+        self._disconnect = emu.periodic(plan.disconnect_every, self.rng)
+        self._stall = emu.periodic(plan.stall_every, self.rng)
         self._tasks = [emu.spawn(self._writer()), emu.spawn(self._clock())]
 
     # ----- queueing (any task) -----

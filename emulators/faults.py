@@ -97,17 +97,21 @@ class Outbox:
     ``[garbage, payload]`` (malformed frame inserted) or ``[next, held]`` (reordered).
     Every sent payload and every fault is written to the journal with its ``ids``.
     ``flush()`` releases a message still held back (call it before a clean close);
-    ``abandon()`` journals it as lost (call it when the connection drops).
+    ``abandon()`` journals it as lost (call it when the connection drops). While ``frozen()``
+    is true (:meth:`Emulator.freeze`) nothing is sent or journaled.
     """
 
     def __init__(self, plan: FaultPlan, rng: random.Random, journal, conn: int,
-                 garbage: Callable[[random.Random], Any] | None = None) -> None:
-        self.plan, self.rng, self.journal, self.conn = plan, rng, journal, conn
+                 garbage: Callable[[random.Random], Any] | None = None,
+                 frozen: Callable[[], bool] = lambda: False) -> None:
+        self.plan, self.rng, self.journal, self.conn, self.frozen = plan, rng, journal, conn, frozen
         self.garbage = garbage or (lambda r: r.choice(GARBAGE_FRAMES))
         self._held: tuple[Any, dict] | None = None
 
     def push(self, payload: Any, ids: dict, faultable: bool = True) -> list[Any]:
         plan, rng, out = self.plan, self.rng, []
+        if self.frozen():
+            return out
         if not faultable or not plan.any_message_faults:
             return self._send(self._release(out), payload, ids)
         if plan.malformed and rng.random() < plan.malformed:
@@ -133,7 +137,7 @@ class Outbox:
         return out
 
     def flush(self) -> list[Any]:
-        return self._release([])
+        return [] if self.frozen() else self._release([])
 
     @property
     def held_ids(self) -> dict | None:

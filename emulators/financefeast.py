@@ -41,7 +41,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from tickpipe.config import ConfigError, Secret, setting
-from tickpipe.emulators.base import Emulator, PeriodicFault, paced
+from tickpipe.emulators.base import Emulator, paced
 from tickpipe.emulators.market import MarketSim
 
 AUTHENTICATED = "You have been authenticated to the Stream api. Data stream now starts"
@@ -211,8 +211,8 @@ class FinancefeastEmulator(Emulator):
         box = self.outbox(conn)
         box.plan = dataclasses.replace(plan, drop=0.0)  # a loss is undetectable here (no ids): never inject one
         rng = plan.rng(self.options.seed, conn)
-        disconnect = PeriodicFault(plan, plan.disconnect_every, rng)
-        stall = PeriodicFault(plan, plan.stall_every, rng)
+        disconnect = self.periodic(plan.disconnect_every, rng)
+        stall = self.periodic(plan.stall_every, rng)
         try:
             async for due in paced(self.options.rate):
                 if reader.done() or ws.closed:

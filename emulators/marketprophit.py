@@ -52,7 +52,7 @@ import jwt
 from aiohttp import web
 
 from tickpipe.config import Secret, setting
-from tickpipe.emulators.base import Emulator, PeriodicFault, paced
+from tickpipe.emulators.base import Emulator, paced
 from tickpipe.emulators.marketprophit_data import ENDPOINTS, GEN_B_ENDPOINTS, SentimentStream, iso_ms, sequenced
 from tickpipe.emulators.marketprophit_sio import ProphitServer, Py311Manager, install_tracked_websocket
 from tickpipe.emulators.marketprophit_requests import ALL, ProphitNamespace, Subscription
@@ -219,8 +219,8 @@ class MarketProphitEmulator(Emulator):
         """Push ``res`` records for the session's subscriptions at the configured rate."""
         plan = self.options.faults
         rng = plan.rng(self.options.seed, session.conn)
-        disconnect = PeriodicFault(plan, plan.disconnect_every, rng)
-        stall = PeriodicFault(plan, plan.stall_every, rng)
+        disconnect = self.periodic(plan.disconnect_every, rng)
+        stall = self.periodic(plan.stall_every, rng)
         async for due in paced(self.options.rate):
             if self.end_at_expiry and time.time() >= session.expires_at:
                 if self.options.faults.token_expiry:

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from tickpipe.emulators.base import PeriodicFault, paced
+from tickpipe.emulators.base import paced
 from tickpipe.emulators.streamer_fields import SCHWAB, SEQUENCE, WHOLE, delivery
 from tickpipe.emulators.tdameritrade_records import (asset_of, book_values, chart_values, image_extras,
                                                      level_one_values, render, screener_values, timesale_values)
@@ -241,8 +241,8 @@ class StreamerLink:
     # ----- supervision -----
     async def supervise(self, tick: float = 0.05) -> None:
         plan, settings = self.emu.options.faults, self.settings
-        disconnect = PeriodicFault(plan, plan.disconnect_every, self.rng)
-        stall = PeriodicFault(plan, plan.stall_every, self.rng)
+        disconnect = self.emu.periodic(plan.disconnect_every, self.rng)
+        stall = self.emu.periodic(plan.stall_every, self.rng)
         next_heartbeat = 0.0
         while not self.closed:
             await asyncio.sleep(tick)

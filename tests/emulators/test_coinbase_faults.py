@@ -188,3 +188,23 @@ async def test_cli_reads_emulator_settings_from_environment(tmp_path):
             await ws.send(sub("user", [], make_jwt(key)))
             ack = await recv(ws)
             assert ack["channel"] == "subscriptions" and "client_id" not in ack
+
+
+async def test_a_frozen_emulator_sends_journals_and_answers_nothing_more(tmp_path):
+    """``freeze()`` stands in for SIGSTOP in in-process tests: the journal ends where the wire does."""
+    path = tmp_path / "journal.jsonl"
+    async with emulator("drop=0.1,duplicate=0.1,disconnect_every=0.8,close_code=4000", rate=200, journal=path) as emu:
+        async with connect(emu) as ws:
+            await ws.send(sub("heartbeats"))
+            await ws.send(sub("ticker", ["BTC-USD", "ETH-USD"]))
+            received = await collect(ws, 20)
+            emu.freeze()
+            with pytest.raises(asyncio.TimeoutError):   # what was on the wire arrives, then nothing for 1.5 s:
+                while True:                             # no frame, no heartbeat, no disconnect fault
+                    received.append(await recv(ws, timeout=1.5))
+            with pytest.raises(asyncio.TimeoutError):   # a new connection gets no answer
+                await asyncio.wait_for(connect(emu).__aenter__(), 0.5)
+    journal = [e for e in read_journal(str(path)) if e["conn"] == 1]
+    assert [e["ids"]["seq"] for e in journal if e["event"] == "sent"] == [f["sequence_num"] for f in received]
+    assert not any(e.get("fault") == "disconnect" for e in journal)
+    assert {e["conn"] for e in read_journal(str(path)) if e["event"] == "connect"} == {1}

@@ -51,6 +51,16 @@ class MemorySink:
         return None
 
 
+async def recorded_everything(recorder: Recorder, quiet_s: float = 0.3, limit_s: float = 10.0) -> None:
+    """Wait until the producer has recorded no new frame for ``quiet_s`` (the feed is frozen)."""
+    loop = asyncio.get_running_loop()
+    seen, quiet_since, deadline = recorder.seq, loop.time(), loop.time() + limit_s
+    while loop.time() - quiet_since < quiet_s and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        if recorder.seq != seen:
+            seen, quiet_since = recorder.seq, loop.time()
+
+
 async def record_session(provider: str, seed: int, journal) -> list:
     p = FAULT_RATE.get(provider, 0.02)
     # Disconnects close with a close frame: an abrupt TCP drop loses frames the journal already counts
@@ -74,8 +84,9 @@ async def record_session(provider: str, seed: int, journal) -> list:
         stop = asyncio.Event()
         task = asyncio.ensure_future(loop.run(stop))
         await asyncio.sleep(RUN_S * (2 if provider == "schwab" else 1))
-        emulator.stopping.set()   # freeze the feed before the client leaves: the journal ends where the frames do
-        await asyncio.sleep(0.3)
+        emulator.freeze()   # the journal ends where the frames on the wire do ...
+        await recorded_everything(recorder)   # ... and the producer reads them all before it leaves
+        emulator.stopping.set()
         stop.set()
         await asyncio.wait_for(task, 15)
     return sink.records
