@@ -49,13 +49,15 @@ def test_repeats_and_garbage_always_count():
     assert (seen["DUPLICATE"], seen["DLQ"]) == (1, 2)
 
 
-def test_a_disconnect_is_a_reset_only_if_data_flowed_on_a_later_connection():
-    lines = [sent(1, "A", 1), {"event": "fault", "conn": 1, "fault": "disconnect", "code": 1011},
+def test_a_disconnect_is_a_reset_only_if_a_later_connection_was_accepted():
+    lines = [{"event": "connect", "conn": 1}, sent(1, "A", 1),
+             {"event": "fault", "conn": 1, "fault": "disconnect", "code": 1011},
              {"event": "disconnect", "conn": 1, "reason": "fault", "code": 1011},    # the same disconnect, twice
              {"event": "connect", "conn": 2}, sent(2, "A", 2),
              {"event": "disconnect", "conn": 2, "reason": "fault", "code": 1011},
-             {"event": "connect", "conn": 3}]                                       # no data on conn 3
-    assert visible_faults(lines, PER_SYMBOL)["RESET"] == 1
+             {"event": "connect", "conn": 3},   # frozen before any data: the producer's new session is a RESET all the same
+             {"event": "disconnect", "conn": 3, "reason": "fault", "code": 1011}]    # the last: no session follows
+    assert visible_faults(lines, PER_SYMBOL)["RESET"] == 2
 
 
 def alert(kind: str, counter: str, scope: str = "instrument", missing: int = 1) -> dict:

@@ -24,7 +24,8 @@ What a consumer can see of the journal (up to the moment the feeds were frozen):
 * not injected but a repeat all the same: the Exchange's initial ticker and last match after a
   (re)subscribe (a resync, a reconnect) repeat a sequence already seen when no trade came in
   between -> DUPLICATE (``FEED_REPEAT``: expected besides the injected ones);
-* disconnect -> RESET, if the emulator later sent data on a new connection.
+* disconnect -> RESET, if the emulator later accepted a new connection (the producer's session
+  starts when the websocket opens, before any data: its start marker is what the RESET answers).
 
 Detected: GAP ``missing_count`` summed, OUT_OF_ORDER / DUPLICATE alerts counted, at the
 scoring counter only (a lost Coinbase trade frame is also a trade-id gap, and a swap of two
@@ -92,15 +93,13 @@ def _scope(ids: dict | None, fields: tuple[str, ...]) -> tuple:
 def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
     """Injected faults a consumer can detect, by alert kind (see the module docstring)."""
     sent: dict[tuple, list[int]] = {}        # (conn, scope) -> positions of sent lines
-    data_conns: list[tuple[int, int]] = []   # (position of first data on a conn, conn)
-    first_data: dict = {}
+    connects: list[tuple[int, int]] = []     # (position of a connection's accept, conn)
     for pos, line in enumerate(lines):
         if line.get("event") == "sent":
             key = (line.get("conn"), _scope(line.get("ids"), rule.scope_fields))
             sent.setdefault(key, []).append(pos)
-            if line.get("conn") not in first_data:
-                first_data[line.get("conn")] = pos
-                data_conns.append((pos, line.get("conn")))
+        elif line.get("event") == "connect":
+            connects.append((pos, line.get("conn")))
 
     def around(pos: int, conn, ids) -> tuple[bool, bool]:
         """Was a lower value of the scope received before ``pos``, a higher one after it?"""
@@ -130,7 +129,7 @@ def visible_faults(lines: list[dict], rule: ScoringCounter) -> Counter:
             out["DLQ"] += 1
         elif kind == "disconnect" and conn not in disconnected:
             disconnected.add(conn)
-            if any(p > pos and c != conn for p, c in data_conns):
+            if any(p > pos and c != conn for p, c in connects):
                 out["RESET"] += 1
     return out
 
