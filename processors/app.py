@@ -27,6 +27,7 @@ from tickpipe.processors.end_offsets import read_ends_from_the_log
 from tickpipe.processors.normalizers import load_normalizer
 from tickpipe.processors.normalizers.state import NormalizerState
 from tickpipe.processors.pipeline import Pipeline
+from tickpipe.processors.statewrites import StateWrites
 from tickpipe.topics import TopicSettings, raw_topic
 
 log = get_logger("tickpipe.processors.app")
@@ -53,6 +54,8 @@ class ProcessorSettings:
     auto_offset_reset: str = setting("earliest", choices=("earliest", "latest"),
                                      help="where a new consumer group starts in the raw topics")
     data_dir: str = setting("", help="Faust data directory (default: a temporary directory)")
+    producer_request_timeout_s: float = setting(1200.0, minimum=0.1, help="how long a produce (outputs, state "
+                                                "writes) is retried before it fails (Faust's default)")
     fault_kill_after_batches: int = setting(0, minimum=0, help="fault injection for reliability tests: SIGKILL "
                                             "this process right after the N-th batch with clean records has them acknowledged, "
                                             "before its state is saved (0: never)")
@@ -102,6 +105,7 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
         broker_commit_interval=settings.commit_interval_s,
         consumer_auto_offset_reset=settings.auto_offset_reset,
         web_enabled=False,
+        producer_request_timeout=settings.producer_request_timeout_s,
     )
     _limit_fetch_wait(app, settings.fetch_max_wait_ms)
     read_ends_from_the_log(app, client_kwargs(kafka), settings.fetch_max_wait_ms)
@@ -109,14 +113,15 @@ def build_app(kafka: KafkaSettings, settings: ProcessorSettings, providers: list
     overrides = settings.normalizer_overrides()
     app.tickpipe_processors = {}
     for provider in providers:
-        checks = checks_factory(provider, _state_table(app, state_table_name(provider), topic_settings)) \
-            if checks_factory else ()
-        state = NormalizerState(_state_table(app, normalizer_table_name(provider), topic_settings))
+        state_writes = StateWrites()
+        checks = () if not checks_factory else \
+            checks_factory(provider, state_writes.track(_state_table(app, state_table_name(provider), topic_settings)))
+        state = NormalizerState(state_writes.track(_state_table(app, normalizer_table_name(provider), topic_settings)))
         pipeline = Pipeline(provider, load_normalizer(provider, overrides), encoder, state=state, checks=checks)
         redelivery = dict(client_kwargs=client_kwargs(kafka), fetch_max_wait_ms=settings.fetch_max_wait_ms) \
             if checks_factory else None
         processor = BatchProcessor(pipeline, app.producer, kafka.topic_prefix, redelivery_settings=redelivery,
-                                   kill_after_batches=settings.fault_kill_after_batches)
+                                   kill_after_batches=settings.fault_kill_after_batches, state_writes=state_writes)
         app.tickpipe_processors[provider] = processor
         topic = app.topic(raw_topic(provider, kafka.topic_prefix), key_serializer="raw", value_serializer="raw",
                           partitions=topic_settings.raw_partitions)

@@ -21,7 +21,8 @@ outputs are acknowledged, its state is committed to the tables in the same turn 
 keep batch order), but the acknowledgement of that changelog write is awaited outside it:
 the next batch is normalized and sent meanwhile, one broker round trip less between two
 batches. The caller acks the batch's offsets only when that write is acknowledged too; the
-writes are awaited in batch order.
+writes are awaited in batch order. A write the broker never took (``processors/statewrites.py``)
+fails that batch's ``saved`` and every later one's with ``StateNotSaved``: nothing more is acked.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tickpipe.processors.metrics import BATCH_SIZE, END_TO_END, PRODUCE_ERRORS
 from tickpipe.processors.pipeline import Pipeline
 from tickpipe.processors.records import ALERT_KIND, CONTROL_KIND, DEAD_LETTER_KIND, TICK_KINDS
 from tickpipe.processors.redelivery import Redelivery
+from tickpipe.processors.statewrites import StateNotSaved, StateWrites
 from tickpipe.topics import alerts_topic, control_topic, dlq_topic, tick_topic
 
 log = get_logger("tickpipe.processors.batch")
@@ -73,10 +75,12 @@ class BatchProcessor:
     """Runs one provider's :class:`Pipeline` over batches and produces the outputs."""
 
     def __init__(self, pipeline: Pipeline, producer: Producer, topic_prefix: str = "",
-                 redelivery_settings: dict | None = None, kill_after_batches: int = 0) -> None:
+                 redelivery_settings: dict | None = None, kill_after_batches: int = 0,
+                 state_writes: StateWrites | None = None) -> None:
         """``redelivery_settings``: keyword arguments of :class:`Redelivery` but the provider and the
         topics (the Faust app passes the Kafka client's); without them nothing is deduplicated
-        after a restore."""
+        after a restore. ``state_writes``: the changelog writes of the Faust app's state tables
+        (without it a state write is taken as saved once the producer is flushed)."""
         self.pipeline = pipeline
         self.producer = producer
         self.topics = {kind: tick_topic(kind, topic_prefix) for kind in TICK_KINDS}
@@ -95,6 +99,8 @@ class BatchProcessor:
         # topic -> (its partitions as the producer's metadata holds them, key -> partition)
         self._routes: dict[str, tuple[frozenset, dict[bytes, int]]] = {}
         self._saving: asyncio.Future | None = None  # the last batch's state write (process_pipelined)
+        self.state_writes = state_writes
+        self._state_lost: StateNotSaved | None = None  # a tick's state write failed: no batch is acked again
 
     async def process(self, messages: Iterable[tuple[bytes | None, bytes | None, Any, Source]]) -> int:
         """Handle (key, value, headers, source) tuples and deliver every output; returns how many tuples.
@@ -111,8 +117,9 @@ class BatchProcessor:
         """:meth:`process` without waiting for the state write: returns (how many tuples, ``saved``)
         once every output is acknowledged and the state vouching for them is saved to the tables
         (their changelog writes sent). The next batch can start meanwhile; ``saved`` completes
-        when this batch's state write is acknowledged (or failed, logged as ``process`` does),
-        never before the previous batch's: only then may the caller ack the batch's offsets."""
+        when this batch's state write is acknowledged, never before the previous batch's: only
+        then may the caller ack the batch's offsets. It raises :class:`StateNotSaved` if this or an
+        earlier state write failed."""
         async with self._turn:
             count = await self._process(messages)
             return count, self._state_saved_in_order()
@@ -123,6 +130,10 @@ class BatchProcessor:
         async def flush_after_previous() -> None:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
+            if previous is not None and not previous.cancelled() and previous.exception() is not None:
+                raise StateNotSaved("an earlier batch's state was not saved")
+            if self._state_lost is not None:
+                raise self._state_lost
             await self._flush_state()
         self._saving = asyncio.ensure_future(flush_after_previous())
         return self._saving
@@ -166,16 +177,24 @@ class BatchProcessor:
             outputs = await self._not_delivered_before([(self.topics[out.kind], out) for out in result.outputs])
             await self._deliver_all(outputs)
             self._commit_state()
-            await self._flush_state()
+            try:
+                await self._flush_state()
+            except StateNotSaved as exc:
+                log.error("state not saved; no batch is acknowledged from now on", provider=self.pipeline.provider,
+                          error=str(exc))
+                self._state_lost = exc  # the next batch's ``saved`` fails: the worker stops there
 
     async def _flush_state(self) -> None:
         """Send the state just saved now: the tables' changelog writes wait in the producer's
         buffer otherwise, and a worker killed meanwhile leaves delivered outputs whose frames
-        its successor does not recognise when they are redelivered (duplicates downstream)."""
+        its successor does not recognise when they are redelivered (duplicates downstream).
+        Raises :class:`StateNotSaved` if a changelog write failed meanwhile."""
         try:
             await self.producer.flush()
         except Exception as exc:
-            log.warning("state flush failed", provider=self.pipeline.provider, error=f"{type(exc).__name__}: {exc}")
+            raise StateNotSaved(f"state flush failed: {type(exc).__name__}: {exc}") from exc
+        if self.state_writes is not None:
+            await self.state_writes.settle()  # Faust's flush can return before a write is out
 
     def _commit_state(self) -> None:
         """The normalizer and the checks save their state only once the outputs it vouches for

@@ -14,6 +14,8 @@ IGNORED = Counter("tickpipe_processor_ignored_messages_total", "provider message
 CHECK_ERRORS = Counter("tickpipe_processor_check_errors_total", "integrity checks that raised, or alerts that did "
                        "not fit their schema (a bug: the frame's records went out unchecked)", ["provider"])
 PRODUCE_ERRORS = Counter("tickpipe_processor_produce_errors_total", "failed produce attempts", ["topic"])
+STATE_WRITE_ERRORS = Counter("tickpipe_processor_state_write_errors_total", "state table changelog writes the broker "
+                             "never took (the worker stops rather than ack their batch)", ["topic"])
 END_TO_END = Histogram("tickpipe_processor_end_to_end_latency_seconds",
                        "Producer receive time of a frame to its clean record acknowledged by Kafka", ["provider"],
                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
