@@ -51,15 +51,8 @@ class StateWrites:
         if not failed:
             return
         for fut, exc in failed:
-            topic = _topic_of(fut)
+            topic = fut.message.channel.get_topic_name()
             STATE_WRITE_ERRORS.labels(topic).inc()
             log.error("state write failed", topic=topic, error=f"{type(exc).__name__}: {exc}")
         exc = failed[-1][1]
         raise StateNotSaved(f"{len(failed)} state write(s) failed: {type(exc).__name__}: {exc}")
-
-
-def _topic_of(fut) -> str:
-    try:
-        return fut.message.channel.get_topic_name()
-    except Exception:
-        return "unknown"

@@ -15,15 +15,16 @@ import uuid
 import pytest
 from prometheus_client import REGISTRY
 
-from tickpipe.admin import admin_client, declare_topics
+from tickpipe.admin import declare_topics
 from tickpipe.broker import EmbeddedBroker
+from tickpipe.commands.process import declare_state_topics
 from tickpipe.envelope import RawRecord
 from tickpipe.kafka import KafkaSettings
-from tickpipe.processors.app import ProcessorSettings, build_app, changelog_topics
+from tickpipe.processors.app import ProcessorSettings, build_app, normalizer_table_name, state_table_name
 from tickpipe.processors.deadletter import Source
 from tickpipe.processors.integrity.check import IntegrityCheck
 from tickpipe.processors.statewrites import StateNotSaved
-from tickpipe.topics import TopicSettings, create_missing
+from tickpipe.topics import TopicSettings
 
 PRICE = b'{"type":"price","data":{"date":"2021-09-29T09:35:%02d","price":3.04,"volume":1,"symbol":"NZB.NZ"}}'
 
@@ -36,9 +37,10 @@ def batch(first: int, count: int = 3) -> list:
     return out
 
 
-def state_write_errors() -> float:
-    return sum(s.value for m in REGISTRY.collect() if m.name == "tickpipe_processor_state_write_errors"
-               for s in m.samples if s.name.endswith("_total"))
+def state_write_errors(app_id: str) -> float:
+    return sum(REGISTRY.get_sample_value("tickpipe_processor_state_write_errors_total",
+                                         {"topic": f"{app_id}-{table('financefeast')}-changelog"}) or 0
+               for table in (state_table_name, normalizer_table_name))
 
 
 @pytest.mark.timeout(120)
@@ -51,8 +53,7 @@ async def test_a_batch_whose_state_write_fails_is_never_acknowledged(tmp_path):
     app = None
     try:
         await declare_topics(kafka, topics)
-        async with admin_client(kafka) as admin:
-            await create_missing(admin, changelog_topics(settings, ["financefeast"], topics), kafka.replication_factor)
+        await declare_state_topics(kafka, settings, ["financefeast"], topics)
         app = build_app(kafka, settings, ["financefeast"], topics,
                         checks_factory=lambda provider, store: [IntegrityCheck(provider, store=store)])
         await app.producer.start()
@@ -62,12 +63,12 @@ async def test_a_batch_whose_state_write_fails_is_never_acknowledged(tmp_path):
         await asyncio.wait_for(saved, 30)                     # the broker took the state: ackable
         assert count == 3
 
-        errors_before = state_write_errors()
+        errors_before = state_write_errors(settings.app_id)
         count, saved = await processor.process_pipelined(batch(4))   # outputs acknowledged, state not sent yet
         broker.stop(0.5)                                      # no await in between: the state write cannot get out
         with pytest.raises(StateNotSaved, match="state write"):
             await asyncio.wait_for(saved, 30)
-        assert state_write_errors() > errors_before
+        assert state_write_errors(settings.app_id) > errors_before
         # a later batch's state can be saved by nobody's account: it is not ackable either
         later = processor._state_saved_in_order()
         with pytest.raises(StateNotSaved, match="earlier batch"):

@@ -76,7 +76,8 @@ async def _encoder(avro, kafka, providers):
     return AvroEncoder(registry_ids=ids)
 
 
-async def _declare_state_topics(kafka, processor, providers, topics) -> None:
+async def declare_state_topics(kafka, processor, providers, topics) -> None:
+    """Create the state tables' changelog topics (Faust declares nothing here)."""
     from tickpipe.admin import admin_client
     from tickpipe.processors.app import changelog_topics
     from tickpipe.topics import create_missing
@@ -118,7 +119,7 @@ async def _main(stop, kafka, topics, processor, avro, ops_settings, providers, i
     try:
         await declare_topics(kafka, topics)
         encoder = await _encoder(avro, kafka, providers)
-        await _declare_state_topics(kafka, processor, providers, topics)
+        await declare_state_topics(kafka, processor, providers, topics)
         app = build_app(kafka, processor, providers, topics, encoder,
                         checks_factory=lambda provider, store: [IntegrityCheck(provider, integrity, store)])
         state["app"] = app
